@@ -1,0 +1,76 @@
+/* clock.h - the time-stamp counter and its calibration to nanoseconds.
+ *
+ * The hot path reads raw ticks (clock_tsc); nothing converts them there.
+ * Conversion happens later, either for the Profile (a rate measured over the
+ * whole traced interval) or in the trace writer (a rate measured at start). */
+#ifndef OCULAR_CLOCK_H
+#define OCULAR_CLOCK_H
+
+#include <stdint.h>
+#include <time.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#  include <x86intrin.h>
+#  define OCULAR_CLOCK_SOURCE "rdtsc"
+/* No serialising fence: we want the cheapest read, and the error of a few
+ * cycles of reordering is far below the cost of one monitoring event. */
+static inline uint64_t clock_tsc(void) { return __rdtsc(); }
+#elif defined(__aarch64__)
+#  define OCULAR_CLOCK_SOURCE "cntvct_el0"
+static inline uint64_t clock_tsc(void)
+{
+    uint64_t ticks;
+    __asm__ __volatile__("mrs %0, cntvct_el0" : "=r"(ticks));
+    return ticks;
+}
+#else
+#  define OCULAR_CLOCK_SOURCE "clock_gettime"
+static inline uint64_t clock_tsc(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+#endif
+
+static inline uint64_t clock_mono_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+
+/* A (ticks, nanoseconds) pair taken as close together as the machine allows. */
+typedef struct {
+    uint64_t tsc;
+    uint64_t mono_ns;
+} clock_anchor;
+
+clock_anchor clock_anchor_now(void);
+
+/* Ticks per second between two anchors; 0 if the interval is too short to say. */
+double clock_hz_between(clock_anchor first, clock_anchor last);
+
+/* A quick estimate of the tick rate, spinning for about spin_ns nanoseconds. */
+double clock_estimate_hz(uint64_t spin_ns);
+
+/* Fixed-point tick -> ns conversion with 128-bit intermediates, so that no
+ * precision is lost however long the trace runs (doubles lose the low bits
+ * of a TSC past 2^52). ns = mono0 + ((tsc - tsc0) * mult) >> 32. */
+typedef struct {
+    uint64_t tsc0;
+    uint64_t mono0;
+    uint64_t mult;   /* ns per tick, scaled by 2^32 */
+} clock_converter;
+
+clock_converter clock_converter_make(clock_anchor origin, double tsc_hz);
+
+static inline uint64_t clock_to_ns(const clock_converter *conv, uint64_t tsc)
+{
+    /* Ticks before the origin (another CPU's read racing the anchor) clamp to it. */
+    uint64_t delta = tsc > conv->tsc0 ? tsc - conv->tsc0 : 0;
+    unsigned __int128 scaled = (unsigned __int128)delta * conv->mult;
+    return conv->mono0 + (uint64_t)(scaled >> 32);
+}
+
+#endif

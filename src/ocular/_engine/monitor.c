@@ -1,0 +1,602 @@
+/* monitor.c - the sys.monitoring callbacks: Ocular's hot path.
+ *
+ * Every callback reads the tick counter first, finds the code object's data in
+ * co_extra and the thread's shadow stack in thread-local storage, and charges
+ * the ticks since the frame's previous event to the straight-line code that
+ * ran in between. It allocates nothing, calls no Python code, takes no lock
+ * and never raises: the rare slow paths (first event of a code object or a
+ * thread, a block split, a stack that must grow) live in codeinfo.c and
+ * tstate.c, and an internal failure only stops recording (engine_fail).
+ *
+ * Attribution rules (see README "How Ocular measures"):
+ *   - Ticks between two consecutive events of one frame form a segment.
+ *     A callee's start pauses the caller's segment, its end resumes it.
+ *   - Adaptive mode: a segment runs from an event's destination to the next
+ *     event's source. If nothing in between could have jumped without telling
+ *     us, its blocks are exactly the ones on the straight path; each gets a hit
+ *     and a share of the ticks by instruction count. Otherwise (a DISABLEd
+ *     jump, an exception) the ticks are the function's but no block's.
+ *   - Precise mode: a segment is one instruction; it is charged to that
+ *     instruction only when the next event lies on one of its successors.
+ *   - Every piece of a segment carries the cost of one event, calibrated at
+ *     start on an empty function, and subtracted here.
+ *   - Whatever cannot be attributed goes to engine.unattributed. */
+#include "codeinfo.h"
+#include "engine.h"
+#include "monitor.h"
+#include "tstate.h"
+
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static inline PyObject *result_none(void) { return Py_None; /* immortal */ }
+static inline PyObject *result_disable(void) { return Py_NewRef(engine.disable); }
+
+/* Offsets arrive as ints in bytes; offsets past 256 bytes are heap ints. */
+static inline int32_t unit_of(PyObject *offset, const codeinfo *ci)
+{
+    if (UNLIKELY(!PyLong_CheckExact(offset) || !PyUnstable_Long_IsCompact((PyLongObject *)offset)))
+        return -1;
+    Py_ssize_t bytes = PyUnstable_Long_CompactValue((PyLongObject *)offset);
+    if (UNLIKELY(bytes < 0 || bytes / 2 >= ci->n_units))
+        return -1;
+    return (int32_t)(bytes / 2);
+}
+
+static inline codeinfo *code_info(PyObject *code)
+{
+    void *extra = NULL;
+    /* 3.13's PyMonitoring_Fire* API lets C code (e.g. Cython) pass look-alike
+     * "code" objects; GetExtra would raise on them. */
+    if (UNLIKELY(!PyCode_Check(code)))
+        return NULL;
+    PyUnstable_Code_GetExtra(code, engine.extra_index, &extra);
+    if (LIKELY(extra != NULL))
+        return (codeinfo *)extra;
+    return codeinfo_build(code);
+}
+
+/* Counting a hit on a site; the N-th hit is recorded and DISABLEs the site. */
+static inline PyObject *count_site(uint64_t *hits, int32_t unit, uint32_t threshold)
+{
+    if (++hits[unit] == threshold && threshold) {
+        engine.disabled_sites++;
+        return result_disable();
+    }
+    return result_none();
+}
+
+/* After restart_events() by another tool, a site we already disabled fires
+ * again: it is DISABLEd again without being recorded, as if never re-armed. */
+static inline int over_threshold(const uint64_t *hits, int32_t unit, uint32_t threshold)
+{
+    return threshold && hits[unit] >= threshold;
+}
+
+/* ---- trace records ------------------------------------------------------ */
+
+static inline void emit(thread_data *td, uint16_t kind, uint64_t tsc, uint64_t end_tsc,
+                        const codeinfo *ci, int32_t unit, int64_t cycles)
+{
+    trace_record *record = trace_reserve(td->trace);
+    if (!record)
+        return;
+    record->tsc = tsc;
+    record->end_tsc = end_tsc;
+    record->cycles = cycles;
+    record->kind = kind;
+    record->reserved = 0;
+    record->code_id = ci ? ci->id : 0;
+    record->offset = unit * 2;
+    record->line = ci && unit >= 0 ? ci->unit_line[unit] : -1;
+}
+
+static inline void emit_block_begin(thread_data *td, const shadow_frame *f, uint64_t now)
+{
+    if (f->traced && engine.mode == MODE_ADAPTIVE && f->seg_start >= 0)
+        emit(td, TRACE_BLOCK_BEGIN, now, 0, f->ci, f->seg_start, 0);
+}
+
+static inline void emit_block_end(thread_data *td, const shadow_frame *f, uint64_t now,
+                                  int32_t end_unit, int64_t ticks)
+{
+    if (f->traced && engine.mode == MODE_ADAPTIVE && f->seg_start >= 0)
+        emit(td, TRACE_BLOCK_END, now, 0, f->ci, end_unit, ticks);
+}
+
+/* Precise mode draws an instruction's pieces on a track of their own. */
+static inline void emit_insn_piece(thread_data *td, const shadow_frame *f, uint64_t now)
+{
+    if (f->traced && engine.mode == MODE_PRECISE && f->seg_start >= 0)
+        emit(td, TRACE_INSN, f->resumed_at, now, f->ci, f->seg_start,
+             (int64_t)(now - f->resumed_at) - engine.event_cost);
+}
+
+/* ---- segments ----------------------------------------------------------- */
+
+/* Charge a segment that ran from block `first` to block `last`: follow the
+ * straight path (and jumps CPython never reports); refuse if any block on it
+ * could have been left without an event. */
+static int charge_path(codeinfo *ci, uint32_t first, uint32_t last, int64_t ticks)
+{
+    uint64_t total_instr = 0;
+    int32_t steps = 0;
+    for (uint32_t block = first;;) {
+        const block_info *info = &ci->blocks[block];
+        total_instr += info->n_instr;
+        if (block == last)
+            break;
+        if ((info->flags & BLOCK_ENDS_EDGE) || ++steps > ci->n_blocks)
+            return 0;
+        if (info->flags & BLOCK_SILENT_JUMP)
+            block = (uint32_t)info->silent_target;
+        else if ((info->flags & BLOCK_SILENT_COND) && block + 1 != last)
+            block = (uint32_t)info->silent_target; /* SEND's fall-through yields, i.e. ends */
+        else
+            block++;
+        if (block >= (uint32_t)ci->n_blocks || (ci->blocks[block].flags & BLOCK_ENTERED_BY_EXCEPTION))
+            return 0;
+    }
+    int64_t charged = 0;
+    for (uint32_t block = first;;) {
+        block_info *info = &ci->blocks[block];
+        int64_t share = block == last ? ticks - charged
+                                      : ticks * (int64_t)info->n_instr / (int64_t)(total_instr ? total_instr : 1);
+        info->hits++;
+        info->cycles += share;
+        charged += share;
+        if (block == last)
+            break;
+        if (info->flags & BLOCK_SILENT_JUMP)
+            block = (uint32_t)info->silent_target;
+        else if ((info->flags & BLOCK_SILENT_COND) && block + 1 != last)
+            block = (uint32_t)info->silent_target;
+        else
+            block++;
+    }
+    return 1;
+}
+
+/* Is `next` where control goes after instruction `unit` without passing
+ * another instruction that would have delivered an event? */
+static int precise_successor(const codeinfo *ci, int32_t unit, int32_t next)
+{
+    int32_t fall = ci->next_unit[unit], target = ci->jump_unit[unit];
+    if (next == fall || next == target)
+        return 1;
+    /* END_FOR gets no INSTRUCTION event, and an exhausted FOR_ITER reports
+     * its destination past it (3.12) or past it and the POP_TOP after it (3.13). */
+    if (target >= 0 && target < ci->n_units && (opcode_flags[ci->opcodes[target]] & OPF_END_FOR))
+        return next > target && next <= target + 2;
+    return 0;
+}
+
+/* Close the top-of-stack frame's segment at `end_unit` (the source of the
+ * event, -1 when the event says nothing about where the frame was). */
+static void close_segment(thread_data *td, shadow_frame *f, int32_t end_unit, uint64_t now)
+{
+    codeinfo *ci = f->ci;
+    int64_t raw = f->seg_ticks + (int64_t)(now - f->resumed_at);
+    int64_t ticks = raw - (int64_t)(f->pieces + 1) * engine.event_cost;
+    emit_insn_piece(td, f, now);
+    emit_block_end(td, f, now, end_unit, ticks);
+    if (UNLIKELY(f->tainted)) {
+        engine.unattributed += ticks;
+        return;
+    }
+    ci->self_cycles += ticks;
+    int32_t start = f->seg_start;
+    if (start < 0 || end_unit < 0) {
+        engine.unattributed += ticks;
+        return;
+    }
+    if (engine.mode == MODE_PRECISE) {
+        if (end_unit == start || precise_successor(ci, start, end_unit))
+            ci->insn_cycles[start] += ticks;
+        else
+            engine.unattributed += ticks;
+        return;
+    }
+    uint32_t first = ci->block_of[start], last = ci->block_of[end_unit];
+    if (LIKELY(first == last)) {
+        ci->blocks[first].hits++;
+        ci->blocks[first].cycles += ticks;
+    }
+    else if (!charge_path(ci, first, last, ticks))
+        engine.unattributed += ticks;
+}
+
+/* Begin the frame's next segment at `unit` (-1: unknown until its next event). */
+static inline void open_segment(thread_data *td, shadow_frame *f, int32_t unit, uint64_t now)
+{
+    if (unit >= 0 && engine.mode == MODE_ADAPTIVE && UNLIKELY(!(f->ci->unit_flags[unit] & UNIT_LEADER)))
+        if (codeinfo_split(f->ci, unit) < 0)
+            unit = -1;
+    f->seg_start = unit;
+    f->seg_ticks = 0;
+    f->pieces = 0;
+    f->tainted = 0;
+    f->resumed_at = now;
+    f->seg_began = now;
+    emit_block_begin(td, f, now);
+}
+
+/* ---- the shadow stack ---------------------------------------------------- */
+
+/* Frames deeper than `depth` have ended without an event we saw (a DISABLEd
+ * return site, a generator closed silently). Their time, and the running
+ * piece they shared with whoever called them, cannot be attributed. */
+static void lose_frames(thread_data *td, int32_t depth, uint64_t now)
+{
+    int running = 1;
+    while (td->count && td->frames[td->count - 1].py_depth > depth) {
+        shadow_frame *f = &td->frames[--td->count];
+        engine.unattributed += f->seg_ticks + (running ? (int64_t)(now - f->resumed_at) : 0);
+        running = 0;
+        engine.lost_frames++;
+        emit_block_end(td, f, now, -1, 0);
+        if (f->traced)
+            emit(td, TRACE_FUNC_END, now, 0, NULL, -1, 0);
+    }
+    if (td->count) {
+        shadow_frame *top = &td->frames[td->count - 1];
+        top->tainted = 1;
+        top->resumed_at = now;
+    }
+}
+
+/* The shadow frame of the frame delivering an event, or NULL if we never saw
+ * it start. */
+static inline shadow_frame *frame_for_event(thread_data *td, const codeinfo *ci, int32_t depth,
+                                            uint64_t now)
+{
+    if (UNLIKELY(td->count && td->frames[td->count - 1].py_depth > depth))
+        lose_frames(td, depth, now);
+    if (LIKELY(td->count)) {
+        shadow_frame *top = &td->frames[td->count - 1];
+        if (LIKELY(top->py_depth == depth && top->ci == ci))
+            return top;
+        if (top->py_depth == depth) /* another frame held this depth and left unseen */
+            lose_frames(td, depth - 1, now);
+    }
+    return NULL;
+}
+
+static shadow_frame *push_frame(thread_data *td, codeinfo *ci, int32_t depth, int32_t unit,
+                                uint64_t now)
+{
+    if (UNLIKELY(td->count && td->frames[td->count - 1].py_depth >= depth))
+        lose_frames(td, depth - 1, now);
+    if (td->count) {
+        shadow_frame *caller = &td->frames[td->count - 1];
+        emit_insn_piece(td, caller, now);
+        caller->seg_ticks += (int64_t)(now - caller->resumed_at);
+        caller->pieces++;
+    }
+    if (UNLIKELY(td->count == td->capacity) && thread_grow(td) < 0)
+        return NULL;
+    shadow_frame *f = &td->frames[td->count++];
+    f->ci = ci;
+    f->py_depth = depth;
+    f->traced = td->trace && td->count <= TRACE_MAX_FRAMES;
+    if (f->traced)
+        emit(td, TRACE_FUNC_BEGIN, now, 0, ci, -1, 0);
+    open_segment(td, f, unit, now);
+    return f;
+}
+
+static void pop_frame(thread_data *td, shadow_frame *f, int32_t end_unit, uint64_t now)
+{
+    close_segment(td, f, end_unit, now);
+    if (UNLIKELY(f->ci->is_calibration))
+        monitor_calibration_sample(f->seg_ticks + (int64_t)(now - f->resumed_at));
+    if (f->traced)
+        emit(td, TRACE_FUNC_END, now, 0, NULL, -1, 0);
+    td->count--;
+    if (td->count)
+        td->frames[td->count - 1].resumed_at = now;
+}
+
+/* A frame we never saw start has ended. Its time ran inside the caller's
+ * running piece, which therefore no longer measures the caller alone. */
+static inline void unseen_frame_ended(thread_data *td)
+{
+    if (td->count)
+        td->frames[td->count - 1].tainted = 1;
+}
+
+/* ---- callbacks ----------------------------------------------------------- */
+
+/* Shared prologue: the code's data and the event's code unit, or bail out. */
+#define PROLOGUE(nargs_needed)                                                 \
+    uint64_t now = clock_tsc();                                                \
+    if (UNLIKELY(PyVectorcall_NARGS(nargsf) < (nargs_needed)))                 \
+        return result_none();                                                  \
+    if (UNLIKELY(!engine.recording))                                           \
+        return not_recording(local);                                           \
+    codeinfo *ci = code_info(args[0]);                                         \
+    if (UNLIKELY(!ci))                                                         \
+        return result_none();                                                  \
+    if (UNLIKELY(ci->state != CI_TRACED))                                      \
+        return local ? result_disable() : result_none();                       \
+    int32_t unit = unit_of(args[1], ci);                                       \
+    if (UNLIKELY(unit < 0))                                                    \
+        return result_none();                                                  \
+    thread_data *td = thread_current();                                        \
+    if (UNLIKELY(!td))                                                         \
+        return result_none();                                                  \
+    (void)now
+
+/* Not recording (stopping, or after an internal failure): make local sites
+ * quiet; global events (exceptions, PY_UNWIND, PY_THROW) cannot be DISABLEd. */
+static inline PyObject *not_recording(int local)
+{
+    return local ? result_disable() : result_none();
+}
+
+#define CALLBACK(name) \
+    static PyObject *name(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+#define UNUSED_CALLBACK_ARGS (void)self, (void)kwnames
+
+/* PY_START, PY_RESUME: a frame begins or continues; PY_THROW: a generator is
+ * resumed by throw(), with no telling where it will continue. */
+static inline PyObject *on_push(PyObject *const *args, size_t nargsf, int local, int is_start)
+{
+    PROLOGUE(2);
+    if (local && over_threshold(ci->site_hits, unit, ci->threshold))
+        return result_disable();
+    engine.events++;
+    if (!push_frame(td, ci, python_depth(td), local ? unit : -1, now))
+        return result_none();
+    if (is_start)
+        ci->calls++;
+    return local ? count_site(ci->site_hits, unit, ci->threshold) : result_none();
+}
+
+CALLBACK(on_py_start) { UNUSED_CALLBACK_ARGS; return on_push(args, nargsf, 1, 1); }
+CALLBACK(on_py_resume) { UNUSED_CALLBACK_ARGS; return on_push(args, nargsf, 1, 0); }
+CALLBACK(on_py_throw) { UNUSED_CALLBACK_ARGS; return on_push(args, nargsf, 0, 0); }
+
+/* PY_RETURN, PY_YIELD (local) and PY_UNWIND (global): the frame leaves. */
+static inline PyObject *on_pop(PyObject *const *args, size_t nargsf, int local)
+{
+    PROLOGUE(2);
+    if (local && over_threshold(ci->site_hits, unit, ci->threshold))
+        return result_disable();
+    engine.events++;
+    shadow_frame *f = frame_for_event(td, ci, python_depth(td), now);
+    if (LIKELY(f != NULL))
+        pop_frame(td, f, unit, now);
+    else
+        unseen_frame_ended(td);
+    return local ? count_site(ci->site_hits, unit, ci->threshold) : result_none();
+}
+
+CALLBACK(on_py_return) { UNUSED_CALLBACK_ARGS; return on_pop(args, nargsf, 1); }
+CALLBACK(on_py_yield) { UNUSED_CALLBACK_ARGS; return on_pop(args, nargsf, 1); }
+CALLBACK(on_py_unwind) { UNUSED_CALLBACK_ARGS; return on_pop(args, nargsf, 0); }
+
+/* The shadow frame for an event inside a frame; a frame we never saw start
+ * (already running when tracing began, or its start is DISABLEd) is adopted
+ * here, its segment beginning now. */
+static inline shadow_frame *frame_or_adopt(thread_data *td, codeinfo *ci, int32_t start_unit,
+                                           uint64_t now, int *adopted)
+{
+    int32_t depth = python_depth(td);
+    shadow_frame *f = frame_for_event(td, ci, depth, now);
+    *adopted = f == NULL;
+    if (UNLIKELY(f == NULL)) {
+        unseen_frame_ended(td);
+        f = push_frame(td, ci, depth, start_unit, now);
+    }
+    return f;
+}
+
+/* JUMP, BRANCH (3.12/3.13), BRANCH_LEFT/RIGHT (3.14): (code, src, dest).
+ * 3.14's LEFT and RIGHT of one branch report the same source offset, so RIGHT
+ * counts its hits separately (`alt`). */
+static inline PyObject *on_edge(PyObject *const *args, size_t nargsf, int alt)
+{
+    const int local = 1;
+    PROLOGUE(3);
+    int32_t dest = unit_of(args[2], ci);
+    uint64_t *hits = alt ? ci->site_hits_alt : ci->site_hits;
+    if (over_threshold(hits, unit, ci->threshold))
+        return result_disable();
+    engine.events++;
+    int adopted;
+    shadow_frame *f = frame_or_adopt(td, ci, dest, now, &adopted);
+    if (f && !adopted) {
+        close_segment(td, f, unit, now);
+        open_segment(td, f, dest, now);
+    }
+    return count_site(hits, unit, ci->threshold);
+}
+
+CALLBACK(on_jump) { UNUSED_CALLBACK_ARGS; return on_edge(args, nargsf, 0); }
+CALLBACK(on_branch) { UNUSED_CALLBACK_ARGS; return on_edge(args, nargsf, 0); }
+#if PY_VERSION_HEX >= 0x030E0000
+CALLBACK(on_branch_right) { UNUSED_CALLBACK_ARGS; return on_edge(args, nargsf, 1); }
+#endif
+
+/* RAISE, RERAISE (global): the exception leaves the frame's straight line at
+ * `unit`; until the frame handles it or unwinds we do not know where it is. */
+static inline PyObject *on_raise(PyObject *const *args, size_t nargsf)
+{
+    const int local = 0;
+    PROLOGUE(2);
+    engine.events++;
+    shadow_frame *f = frame_for_event(td, ci, python_depth(td), now);
+    if (f) {
+        /* Precise: the instruction being timed raised, or a call in it
+         * propagated the exception; CPython reports the latter one code unit
+         * before the CALL (3.13) or on its last cache entry (3.12). */
+        if (engine.mode == MODE_PRECISE && f->seg_start >= 0)
+            unit = unit >= f->seg_start - 1 && unit < ci->next_unit[f->seg_start] ? f->seg_start : -1;
+        close_segment(td, f, unit, now);
+        open_segment(td, f, -1, now);
+    }
+    return result_none();
+}
+
+CALLBACK(on_raise_event) { UNUSED_CALLBACK_ARGS; return on_raise(args, nargsf); }
+
+/* EXCEPTION_HANDLED (global): execution continues at the handler `unit`. */
+CALLBACK(on_exception_handled)
+{
+    UNUSED_CALLBACK_ARGS;
+    const int local = 0;
+    PROLOGUE(2);
+    engine.events++;
+    shadow_frame *f = frame_for_event(td, ci, python_depth(td), now);
+    if (f) {
+        close_segment(td, f, -1, now);
+        open_segment(td, f, unit, now);
+    }
+    return result_none();
+}
+
+/* INSTRUCTION (precise mode): each instruction is a segment of its own. */
+CALLBACK(on_instruction)
+{
+    UNUSED_CALLBACK_ARGS;
+    const int local = 1;
+    PROLOGUE(2);
+    if (UNLIKELY(!ci->insn_hits) && codeinfo_enable_insns(ci) < 0) {
+        engine_fail("out of memory for per-instruction counters");
+        return result_disable();
+    }
+    if (over_threshold(ci->insn_hits, unit, ci->threshold))
+        return result_disable();
+    engine.events++;
+    int adopted;
+    shadow_frame *f = frame_or_adopt(td, ci, unit, now, &adopted);
+    if (f && !adopted) {
+        close_segment(td, f, unit, now);
+        open_segment(td, f, unit, now);
+    }
+    return count_site(ci->insn_hits, unit, ci->threshold);
+}
+
+/* ---- stopping ------------------------------------------------------------ */
+
+/* Tracing stops with frames still open on every thread's stack: their running
+ * segments have no end event, so their ticks are the function's, no block's. */
+void monitor_close_all(uint64_t now)
+{
+    for (thread_data *td = all_threads; td; td = td->next) {
+        while (td->count) {
+            shadow_frame *f = &td->frames[td->count - 1];
+            close_segment(td, f, -1, now);
+            if (f->traced)
+                emit(td, TRACE_FUNC_END, now, 0, NULL, -1, 0);
+            td->count--;
+            if (td->count)
+                td->frames[td->count - 1].resumed_at = now;
+        }
+    }
+}
+
+/* ---- calibration --------------------------------------------------------- */
+
+#define MAX_CALIBRATION_SAMPLES 4096
+static int64_t calibration_samples[MAX_CALIBRATION_SAMPLES];
+static int calibration_count;
+
+void monitor_calibration_sample(int64_t ticks)
+{
+    if (calibration_count < MAX_CALIBRATION_SAMPLES)
+        calibration_samples[calibration_count++] = ticks;
+}
+
+static int compare_ticks(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The event cost is the median of an empty function's start-to-return time:
+ * it holds the second half of one event and the first half of the next, which
+ * is exactly what each piece of a segment carries. */
+int64_t monitor_calibration_result(void)
+{
+    int count = calibration_count;
+    calibration_count = 0;
+    if (count == 0)
+        return 0;
+    qsort(calibration_samples, (size_t)count, sizeof(int64_t), compare_ticks);
+    return calibration_samples[count / 2];
+}
+
+/* ---- the callable objects ------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    const char *event;
+} callback_object;
+
+/* A custom callable with tp_vectorcall skips the keyword and recursion checks
+ * a builtin function would pay on every event. */
+static PyTypeObject callback_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ocular._engine.Callback",
+    .tp_basicsize = sizeof(callback_object),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(callback_object, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
+static const struct {
+    const char *event;
+    vectorcallfunc function;
+    int modes; /* 1: adaptive, 2: precise */
+} callback_table[] = {
+    {"PY_START", on_py_start, 3},
+    {"PY_RESUME", on_py_resume, 3},
+    {"PY_THROW", on_py_throw, 3},
+    {"PY_RETURN", on_py_return, 3},
+    {"PY_YIELD", on_py_yield, 3},
+    {"PY_UNWIND", on_py_unwind, 3},
+    {"RAISE", on_raise_event, 3},
+    {"RERAISE", on_raise_event, 3},
+    {"EXCEPTION_HANDLED", on_exception_handled, 3},
+    {"JUMP", on_jump, 1},
+#if PY_VERSION_HEX >= 0x030E0000
+    {"BRANCH_LEFT", on_branch, 1},
+    {"BRANCH_RIGHT", on_branch_right, 1},
+#else
+    {"BRANCH", on_branch, 1},
+#endif
+    {"INSTRUCTION", on_instruction, 2},
+};
+
+/* {event name: callable} for a mode; the Python layer registers them. */
+PyObject *monitor_callbacks(int mode)
+{
+    if (PyType_Ready(&callback_type) < 0)
+        return NULL;
+    PyObject *result = PyDict_New();
+    if (!result)
+        return NULL;
+    for (size_t i = 0; i < sizeof(callback_table) / sizeof(callback_table[0]); i++) {
+        if (!(callback_table[i].modes & (mode == MODE_PRECISE ? 2 : 1)))
+            continue;
+        callback_object *callback = PyObject_New(callback_object, &callback_type);
+        if (!callback) {
+            Py_DECREF(result);
+            return NULL;
+        }
+        callback->vectorcall = callback_table[i].function;
+        callback->event = callback_table[i].event;
+        int failed = PyDict_SetItemString(result, callback_table[i].event, (PyObject *)callback);
+        Py_DECREF(callback);
+        if (failed) {
+            Py_DECREF(result);
+            return NULL;
+        }
+    }
+    return result;
+}

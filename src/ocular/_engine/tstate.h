@@ -1,0 +1,70 @@
+/* tstate.h - per-thread shadow stacks.
+ *
+ * Each thread that runs traced code gets a thread_data on its first event
+ * (cold path). The hot path finds it through a thread-local pointer that is
+ * trusted only while it was set during the current run, so data freed at the
+ * end of a run is never touched by a thread that outlived it. */
+#ifndef OCULAR_TSTATE_H
+#define OCULAR_TSTATE_H
+
+#include <Python.h>
+#include <stdint.h>
+#include "codeinfo.h"
+#include "engine.h"
+#include "trace.h"
+
+/* Above this many frames a thread's slices are not written to the trace, so
+ * that nesting (a function slice plus a block slice per frame) stays under
+ * Perfetto's depth limit of 512. Profiles are unaffected. */
+#define TRACE_MAX_FRAMES 250
+
+/* One Python frame we saw start (or adopted at its first event).
+ *
+ * A "segment" is the straight-line run of code between two consecutive
+ * events of this frame. It is timed in pieces: a callee's start pauses it and
+ * the callee's end resumes it; only the top frame's piece is running. */
+typedef struct {
+    codeinfo *ci;
+    int32_t py_depth;     /* CPython's frame depth: tells recursive frames apart */
+    int32_t seg_start;    /* code unit the segment began at; -1 = unknown */
+    int64_t seg_ticks;    /* ticks of the segment's finished pieces */
+    uint64_t resumed_at;  /* top frame: tick its running piece began */
+    uint64_t seg_began;   /* tick the segment began (trace slices) */
+    uint32_t pieces;      /* finished pieces (each carries one event's overhead) */
+    uint8_t tainted;      /* the segment includes time of frames we did not see */
+    uint8_t traced;       /* its slices go to the trace */
+} shadow_frame;
+
+typedef struct thread_data {
+    shadow_frame *frames;
+    int32_t count;
+    int32_t capacity;
+    PyThreadState *pystate;   /* for CPython's frame depth */
+    uint64_t native_tid;
+    trace_thread *trace;      /* NULL unless exporting */
+    struct thread_data *next; /* all threads of this run */
+} thread_data;
+
+extern _Thread_local thread_data *tls_thread;
+extern _Thread_local uint64_t tls_run;
+
+thread_data *thread_attach(void);
+int thread_grow(thread_data *td);
+extern thread_data *all_threads;
+void threads_clear(void);
+
+static inline thread_data *thread_current(void)
+{
+    if (tls_run == engine.run_id)
+        return tls_thread;
+    return thread_attach();
+}
+
+/* CPython counts the Python frames of a thread for its recursion limit;
+ * at any event the count includes the frame delivering it. */
+static inline int32_t python_depth(const thread_data *td)
+{
+    return td->pystate->py_recursion_limit - td->pystate->py_recursion_remaining;
+}
+
+#endif
