@@ -279,7 +279,24 @@ static PyObject *is_recording(PyObject *module, PyObject *unused)
     return PyBool_FromLong(engine.recording);
 }
 
+/* Introspection for tests: frames on the calling thread's shadow stack. */
+static PyObject *stack_depth(PyObject *module, PyObject *unused)
+{
+    (void)module, (void)unused;
+    return PyLong_FromLong(tls_run == engine.run_id && tls_thread ? tls_thread->count : 0);
+}
+
+/* Test hook: behave as if the engine hit an internal failure. */
+static PyObject *simulate_failure(PyObject *module, PyObject *unused)
+{
+    (void)module, (void)unused;
+    engine_fail("simulated internal failure (test hook)");
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef engine_methods[] = {
+    {"stack_depth", stack_depth, METH_NOARGS, "Frames on this thread's shadow stack."},
+    {"simulate_failure", simulate_failure, METH_NOARGS, "Test hook: fail as on an internal error."},
     {"set_opcode_table", set_opcode_table, METH_VARARGS, "Hand over opcode facts (at import)."},
     {"callbacks", callbacks, METH_O, "{event name: callable} for a mode (0 adaptive, 1 precise)."},
     {"start", start, METH_VARARGS, "Begin a run (in calibration)."},

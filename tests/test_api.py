@@ -1,0 +1,185 @@
+"""Arguments, lifecycle, tool ids and coexistence."""
+
+import cProfile
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+import ocular
+import workloads
+from conftest import functions_of, traced
+
+
+def no_tool_of_ours():
+    return all(sys.monitoring.get_tool(t) != ocular.TOOL_NAME for t in range(6))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        ({"mode": "fast"}, ValueError, ["'adaptive'", "'precise'", "'fast'"]),
+        ({"mode": None}, TypeError, ["'adaptive'", "'precise'"]),
+        ({"deinstrument_threshold": True}, TypeError, ["deinstrument_threshold", "bool"]),
+        ({"deinstrument_threshold": 1.5}, TypeError, ["deinstrument_threshold", "float"]),
+        ({"deinstrument_threshold": "5"}, TypeError, ["deinstrument_threshold"]),
+        ({"deinstrument_threshold": -1}, ValueError, ["deinstrument_threshold", "-1"]),
+        ({"deinstrument_threshold": 2**40}, ValueError, ["deinstrument_threshold"]),
+        ({"exclude": 5}, TypeError, ["exclude", "int"]),
+        ({"exclude": [b"x"]}, TypeError, ["exclude", "bytes"]),
+        ({"include_only": b"x"}, TypeError, ["include_only"]),
+        ({"include_only": ["ok", None]}, TypeError, ["include_only", "NoneType"]),
+        ({"perfetto": "yes"}, TypeError, ["perfetto"]),
+        ({"perfetto": True, "output": "trace.txt"}, ValueError, [".json", ".pftrace", "trace.txt"]),
+        ({"perfetto": True, "output": 42}, TypeError, ["output"]),
+        ({"max_buffer_mb": 0}, ValueError, ["max_buffer_mb"]),
+    ],
+)
+def test_bad_arguments_raise_before_anything_is_hooked(kwargs, error, words):
+    kwargs.setdefault("perfetto", False)
+    with pytest.raises(error) as excinfo:
+        ocular.start_tracing(**kwargs)
+    for word in words:
+        assert word in str(excinfo.value)
+    assert not ocular.is_tracing()
+    assert no_tool_of_ours()
+
+
+def test_patterns_accept_one_str_or_any_iterable():
+    for value in ("loops", ["loops"], ("loops",), (p for p in ["loops"])):
+        profile, _ = traced(workloads.mixed_no_genexpr, include_only=value)
+        assert set(functions_of(profile, workloads)) == {"loops"}
+
+
+def test_lifecycle():
+    assert ocular.stop_tracing() is None
+    ocular.start_tracing(perfetto=False)
+    assert ocular.is_tracing()
+    with pytest.raises(RuntimeError, match="already tracing"):
+        ocular.start_tracing(perfetto=False)
+    assert ocular.is_tracing()
+    profile = ocular.stop_tracing()
+    assert isinstance(profile, ocular.Profile)
+    assert not ocular.is_tracing()
+    assert ocular.stop_tracing() is None
+
+
+def test_prefers_profiler_id_and_releases_everything():
+    ocular.start_tracing(perfetto=False)
+    assert sys.monitoring.get_tool(2) == ocular.TOOL_NAME
+    ocular.stop_tracing()
+    assert no_tool_of_ours()
+    for tool in (2, 3, 4):
+        assert sys.monitoring.get_tool(tool) is None
+    if hasattr(sys.monitoring, "_all_events"):
+        assert sys.monitoring._all_events() == {}
+    # Another tool can take the profiler id, and cProfile works again.
+    sys.monitoring.use_tool_id(2, "someone else")
+    sys.monitoring.free_tool_id(2)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    workloads.fib(5)
+    profiler.disable()
+
+
+def test_falls_back_to_free_ids_and_names_the_holders():
+    held = []
+    try:
+        for tool, name in ((2, "cProfile-like"), (3, "other-A")):
+            sys.monitoring.use_tool_id(tool, name)
+            held.append(tool)
+        ocular.start_tracing(perfetto=False)
+        assert sys.monitoring.get_tool(4) == ocular.TOOL_NAME
+        profile = ocular.stop_tracing()
+        assert profile is not None
+        sys.monitoring.use_tool_id(4, "other-B")
+        held.append(4)
+        with pytest.raises(RuntimeError) as excinfo:
+            ocular.start_tracing(perfetto=False)
+        for name in ("cProfile-like", "other-A", "other-B"):
+            assert name in str(excinfo.value)
+        assert not ocular.is_tracing()
+        assert sys.monitoring.get_tool(0) is None and sys.monitoring.get_tool(1) is None
+    finally:
+        for tool in held:
+            sys.monitoring.free_tool_id(tool)
+
+
+def test_cprofile_running_is_not_evicted():
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        ocular.start_tracing(perfetto=False)
+        assert sys.monitoring.get_tool(2) == "cProfile"
+        ocular.stop_tracing()
+        assert sys.monitoring.get_tool(2) == "cProfile"
+    finally:
+        profiler.disable()
+
+
+def test_two_hundred_start_stop_cycles():
+    for _ in range(200):
+        profile, result = traced(workloads.work, 50)
+        assert result == workloads.work(50)
+        assert functions_of(profile, workloads)["work"].calls == 1
+        assert no_tool_of_ours()
+
+
+def test_internal_failure_is_reported_at_stop_and_never_raises():
+    from ocular import _engine
+
+    expected = workloads.loops(100)
+    ocular.start_tracing(perfetto=False, deinstrument_threshold=0)
+    _engine.simulate_failure()
+    result = workloads.loops(100)  # the program runs on, unharmed
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        profile = ocular.stop_tracing()
+    assert result == expected
+    assert profile.failure and "simulated" in profile.failure
+    assert any("simulated" in str(w.message) for w in caught)
+
+
+def test_report_is_readable():
+    profile, _ = traced(workloads.mixed_no_genexpr)
+    text = profile.report(limit=5)
+    assert str(profile) == profile.report()
+    assert "Hottest functions" in text and "Hottest basic blocks" in text and "Hottest lines" in text
+    assert "loops" in text
+    # the source text of the hottest line is shown
+    hottest = profile.lines[0]
+    import linecache
+
+    assert linecache.getline(hottest.filename, hottest.lineno).strip()[:40] in text
+    assert sorted(profile.functions)  # records are orderable
+    assert profile.tsc_hz > 1e6 and profile.duration_ns > 0
+
+
+def test_ocular_own_code_is_never_traced():
+    profile, _ = traced(workloads.mixed_no_genexpr)
+    own = os.path.dirname(ocular.__file__)
+    assert not [f for f in profile.functions if f.filename.startswith(own)]
+    assert not [b for b in profile.blocks if b.filename.startswith(own)]
+
+
+def test_old_python_gets_a_clear_import_error():
+    candidates = [os.path.join(os.path.expanduser("~/.pyenv/versions"), v, "bin", "python3")
+                  for v in sorted(os.listdir(os.path.expanduser("~/.pyenv/versions")))
+                  if v.startswith("3.11")] if os.path.isdir(os.path.expanduser("~/.pyenv/versions")) else []
+    candidates += ["/usr/bin/python3", "python3.11"]
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src")
+    for python in candidates:
+        try:
+            version = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2] < (3, 12))"],
+                                     capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            continue
+        if version != "True":
+            continue
+        result = subprocess.run([python, "-c", "import ocular"], cwd=src, capture_output=True, text=True)
+        assert result.returncode != 0
+        assert "ImportError" in result.stderr and "3.12" in result.stderr
+        return
+    pytest.fail("no Python older than 3.12 found to check the import error on")

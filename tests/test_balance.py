@@ -1,0 +1,79 @@
+"""Shadow stacks stay balanced through generators, async, exceptions and
+deep recursion, and time is attributed where it belongs."""
+
+import ocular
+import workloads
+from conftest import functions_of, traced
+from ocular import _engine
+
+
+def test_stacks_balanced_after_generators_async_exceptions_recursion():
+    def body():
+        workloads.balanced_workload()
+        return _engine.stack_depth()
+
+    for threshold in (0, 3):
+        profile, depth = traced(body, threshold=threshold)
+        assert depth == 1  # only body's own frame is left
+        fns = functions_of(profile, workloads)
+        if threshold == 0:
+            assert profile.lost_frames == 0
+            assert fns["deep"].calls == 801
+            assert fns["overflow"].calls > 100
+
+
+def test_disabled_start_with_live_return_keeps_the_stack_consistent():
+    # A function with two return paths: its PY_START reaches the threshold
+    # first, the rare return site keeps firing afterwards.
+    def run():
+        total = 0
+        for i in range(200):
+            total += workloads.raises(1 if i % 50 else 3)
+        for i in range(3):
+            try:
+                workloads.raises(4)
+            except KeyError:
+                total += 1
+        return _engine.stack_depth()
+
+    profile, depth = traced(run, threshold=10)
+    assert depth == 1
+    assert functions_of(profile, workloads)["raises"].calls == 10
+
+
+def test_four_times_the_work_gets_about_four_times_the_cycles():
+    def run():
+        for _ in range(5):
+            workloads.work(20000)
+            workloads.work(20000)
+            workloads.work(20000)
+            workloads.work(20000)
+        for _ in range(5):
+            workloads.four_units_inline()
+
+    ratios = []
+    for _ in range(3):
+        profile, _ = traced(run)
+        fns = functions_of(profile, workloads)
+        ratios.append(fns["four_units_inline"].cycles / (fns["work"].cycles))
+        if 3.2 <= ratios[-1] * 4 <= 4.8:
+            break
+    # four_units_inline does the work of four work(20000) calls, in five calls
+    # against twenty: per call it must cost about four times as much.
+    assert 3.2 <= ratios[-1] * 4 <= 4.8, ratios
+
+
+def test_empty_function_shows_about_zero_self_cycles():
+    def run():
+        for _ in range(20000):
+            workloads.empty()
+        for _ in range(2000):
+            workloads.work(20)
+
+    profile, _ = traced(run)
+    fns = functions_of(profile, workloads)
+    empty_per_call = fns["empty"].cycles / fns["empty"].calls
+    work_per_call = fns["work"].cycles / fns["work"].calls
+    assert fns["empty"].calls == 20000
+    assert abs(empty_per_call) < 0.5 * profile.event_cost_cycles
+    assert work_per_call > 10 * max(empty_per_call, 1)
