@@ -21,9 +21,17 @@ if os.environ.get("OCULAR_SANITIZE"):
     compile_args += sanitize + ["-O1", "-g"]
     link_args += sanitize
 
+ENGINE = "src/ocular/_engine/"
+# The data path: bindings, hot path, per-code data, filters, clock, per-thread
+# stacks, then the trace export pipeline.
+sources = ["module.c", "monitor.c", "codeinfo.c", "filter.c", "clock.c", "tstate.c"]
+sources += ["writer.c", "json.c", "pftrace.c"]
+if os.path.exists(ENGINE + "_trace_stub.c"):  # local development only, never committed
+    sources[-3:] = ["_trace_stub.c"]
+
 engine = Extension(
     "ocular._engine",
-    sources=sorted(glob.glob("src/ocular/_engine/*.c")),
+    sources=[ENGINE + name for name in sources],
     depends=sorted(glob.glob("src/ocular/_engine/*.h")),
     define_macros=[("_GNU_SOURCE", "1")],
     extra_compile_args=compile_args,

@@ -354,7 +354,7 @@ static codeinfo *build(PyObject *code)
         return NULL;
     ci->code = Py_NewRef(code);
     ci->is_calibration = code == engine.calibration_code;
-    ci->threshold = ci->is_calibration ? 0 : engine.threshold;
+    ci->limit = ci->is_calibration || engine.threshold == 0 ? UINT64_MAX : engine.threshold;
     if (!ci->is_calibration &&
         !filter_wants(&engine.filters, utf8_or_empty(co->co_filename), current_module_name(),
                       utf8_or_empty(co->co_qualname)))

@@ -48,7 +48,7 @@ typedef struct codeinfo {
     uint32_t id;               /* index in the registry; the trace's code id */
     uint8_t state;
     uint8_t is_calibration;    /* the empty function timed at start to learn the event cost */
-    uint32_t threshold;        /* hits per site before DISABLE; 0 = never */
+    uint64_t limit;            /* hits per site before DISABLE; UINT64_MAX = never */
     int32_t n_units;
     int32_t n_blocks;
     uint8_t *unit_flags;       /* [n_units] */

@@ -60,6 +60,7 @@ static PyObject *callbacks(PyObject *module, PyObject *mode_obj)
 static void release_run(void)
 {
     engine.recording = 0;
+    monitor_forget_code();
     codeinfo_registry_clear();
     threads_clear();
     filter_set_clear(&engine.filters);

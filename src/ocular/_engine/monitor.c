@@ -21,6 +21,7 @@
  *   - Every piece of a segment carries the cost of one event, calibrated at
  *     start on an empty function, and subtracted here.
  *   - Whatever cannot be attributed goes to engine.unattributed. */
+#include <stddef.h>
 #include "codeinfo.h"
 #include "engine.h"
 #include "monitor.h"
@@ -37,42 +38,42 @@ static inline PyObject *result_disable(void) { return Py_NewRef(engine.disable);
 /* Offsets arrive as ints in bytes; offsets past 256 bytes are heap ints. */
 static inline int32_t unit_of(PyObject *offset, const codeinfo *ci)
 {
-    if (UNLIKELY(!PyLong_CheckExact(offset) || !PyUnstable_Long_IsCompact((PyLongObject *)offset)))
+    if (UNLIKELY(!PyUnstable_Long_IsCompact((PyLongObject *)offset)))
         return -1;
-    Py_ssize_t bytes = PyUnstable_Long_CompactValue((PyLongObject *)offset);
-    if (UNLIKELY(bytes < 0 || bytes / 2 >= ci->n_units))
+    size_t unit = (size_t)PyUnstable_Long_CompactValue((PyLongObject *)offset) >> 1;
+    if (UNLIKELY(unit >= (size_t)ci->n_units)) /* negative values land here too */
         return -1;
-    return (int32_t)(bytes / 2);
+    return (int32_t)unit;
+}
+
+/* The previous event's code object and its data: loops deliver runs of
+ * events from one code object. The registry keeps every described code
+ * object alive for the whole run, so the pointer cannot be reused meanwhile. */
+static PyObject *last_code;
+static codeinfo *last_codeinfo;
+
+void monitor_forget_code(void)
+{
+    last_code = NULL;
+    last_codeinfo = NULL;
 }
 
 static inline codeinfo *code_info(PyObject *code)
 {
-    void *extra = NULL;
+    if (LIKELY(code == last_code))
+        return last_codeinfo;
     /* 3.13's PyMonitoring_Fire* API lets C code (e.g. Cython) pass look-alike
      * "code" objects; GetExtra would raise on them. */
     if (UNLIKELY(!PyCode_Check(code)))
         return NULL;
+    void *extra = NULL;
     PyUnstable_Code_GetExtra(code, engine.extra_index, &extra);
-    if (LIKELY(extra != NULL))
-        return (codeinfo *)extra;
-    return codeinfo_build(code);
-}
-
-/* Counting a hit on a site; the N-th hit is recorded and DISABLEs the site. */
-static inline PyObject *count_site(uint64_t *hits, int32_t unit, uint32_t threshold)
-{
-    if (++hits[unit] == threshold && threshold) {
-        engine.disabled_sites++;
-        return result_disable();
+    codeinfo *ci = extra ? (codeinfo *)extra : codeinfo_build(code);
+    if (ci) {
+        last_code = code;
+        last_codeinfo = ci;
     }
-    return result_none();
-}
-
-/* After restart_events() by another tool, a site we already disabled fires
- * again: it is DISABLEd again without being recorded, as if never re-armed. */
-static inline int over_threshold(const uint64_t *hits, int32_t unit, uint32_t threshold)
-{
-    return threshold && hits[unit] >= threshold;
+    return ci;
 }
 
 /* ---- trace records ------------------------------------------------------ */
@@ -173,21 +174,19 @@ static int precise_successor(const codeinfo *ci, int32_t unit, int32_t next)
     return 0;
 }
 
-/* Close the top-of-stack frame's segment at `end_unit` (the source of the
- * event, -1 when the event says nothing about where the frame was). */
-static void close_segment(thread_data *td, shadow_frame *f, int32_t end_unit, uint64_t now)
+/* Close a segment that did not take close_segment's fast path. */
+static void close_segment_slow(thread_data *td, shadow_frame *f, int32_t end_unit, uint64_t now,
+                               int64_t ticks)
 {
     codeinfo *ci = f->ci;
-    int64_t raw = f->seg_ticks + (int64_t)(now - f->resumed_at);
-    int64_t ticks = raw - (int64_t)(f->pieces + 1) * engine.event_cost;
+    int32_t start = f->seg_start;
     emit_insn_piece(td, f, now);
     emit_block_end(td, f, now, end_unit, ticks);
-    if (UNLIKELY(f->tainted)) {
+    if (f->tainted) {
         engine.unattributed += ticks;
         return;
     }
     ci->self_cycles += ticks;
-    int32_t start = f->seg_start;
     if (start < 0 || end_unit < 0) {
         engine.unattributed += ticks;
         return;
@@ -200,12 +199,35 @@ static void close_segment(thread_data *td, shadow_frame *f, int32_t end_unit, ui
         return;
     }
     uint32_t first = ci->block_of[start], last = ci->block_of[end_unit];
-    if (LIKELY(first == last)) {
+    if (first == last) {
         ci->blocks[first].hits++;
         ci->blocks[first].cycles += ticks;
     }
     else if (!charge_path(ci, first, last, ticks))
         engine.unattributed += ticks;
+}
+
+/* Close the top-of-stack frame's segment at `end_unit` (the source of the
+ * event, -1 when the event says nothing about where the frame was). The fast
+ * path is the adaptive steady state: one block, nothing to write out. */
+static inline void close_segment(thread_data *td, shadow_frame *f, int32_t end_unit, uint64_t now)
+{
+    int64_t ticks = f->seg_ticks + (int64_t)(now - f->resumed_at) -
+                    (int64_t)(f->pieces + 1) * engine.event_cost;
+    codeinfo *ci = f->ci;
+    int32_t start = f->seg_start;
+    if (LIKELY(!(f->traced | f->tainted) && (start | end_unit) >= 0 && engine.mode == MODE_ADAPTIVE)) {
+        uint32_t first = ci->block_of[start], last = ci->block_of[end_unit];
+        ci->self_cycles += ticks;
+        if (LIKELY(first == last)) {
+            ci->blocks[first].hits++;
+            ci->blocks[first].cycles += ticks;
+        }
+        else if (!charge_path(ci, first, last, ticks))
+            engine.unattributed += ticks;
+        return;
+    }
+    close_segment_slow(td, f, end_unit, now, ticks);
 }
 
 /* Begin the frame's next segment at `unit` (-1: unknown until its next event). */
@@ -309,7 +331,9 @@ static inline void unseen_frame_ended(thread_data *td)
 
 /* ---- callbacks ----------------------------------------------------------- */
 
-/* Shared prologue: the code's data and the event's code unit, or bail out. */
+/* Shared prologue: the code's data and the event's code unit, or bail out.
+ * A code object's events always carry exact ints for offsets; the code check
+ * in code_info keeps look-alike objects (and their arguments) out. */
 #define PROLOGUE(nargs_needed)                                                 \
     uint64_t now = clock_tsc();                                                \
     if (UNLIKELY(PyVectorcall_NARGS(nargsf) < (nargs_needed)))                 \
@@ -336,6 +360,30 @@ static inline PyObject *not_recording(int local)
     return local ? result_disable() : result_none();
 }
 
+/* Count a hit on a local site. SITE_RECORD: record the event; SITE_LAST:
+ * record it and DISABLE the site (the N-th hit); SITE_SKIP: a site already at
+ * N fired again after someone's restart_events(): DISABLE it unrecorded, so
+ * that no site ever shows more than N hits. */
+enum { SITE_RECORD, SITE_LAST, SITE_SKIP };
+
+static inline int count_site(uint64_t *hits, int32_t unit, uint64_t limit)
+{
+    uint64_t count = ++hits[unit];
+    if (LIKELY(count < limit))
+        return SITE_RECORD;
+    if (count == limit) {
+        engine.disabled_sites++;
+        return SITE_LAST;
+    }
+    hits[unit] = limit;
+    return SITE_SKIP;
+}
+
+static inline PyObject *site_result(int site)
+{
+    return site == SITE_RECORD ? result_none() : result_disable();
+}
+
 #define CALLBACK(name) \
     static PyObject *name(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 #define UNUSED_CALLBACK_ARGS (void)self, (void)kwnames
@@ -345,14 +393,13 @@ static inline PyObject *not_recording(int local)
 static inline PyObject *on_push(PyObject *const *args, size_t nargsf, int local, int is_start)
 {
     PROLOGUE(2);
-    if (local && over_threshold(ci->site_hits, unit, ci->threshold))
+    int site = local ? count_site(ci->site_hits, unit, ci->limit) : SITE_RECORD;
+    if (UNLIKELY(site == SITE_SKIP))
         return result_disable();
     engine.events++;
-    if (!push_frame(td, ci, python_depth(td), local ? unit : -1, now))
-        return result_none();
-    if (is_start)
+    if (push_frame(td, ci, python_depth(), local ? unit : -1, now) && is_start)
         ci->calls++;
-    return local ? count_site(ci->site_hits, unit, ci->threshold) : result_none();
+    return site_result(site);
 }
 
 CALLBACK(on_py_start) { UNUSED_CALLBACK_ARGS; return on_push(args, nargsf, 1, 1); }
@@ -363,35 +410,43 @@ CALLBACK(on_py_throw) { UNUSED_CALLBACK_ARGS; return on_push(args, nargsf, 0, 0)
 static inline PyObject *on_pop(PyObject *const *args, size_t nargsf, int local)
 {
     PROLOGUE(2);
-    if (local && over_threshold(ci->site_hits, unit, ci->threshold))
+    int site = local ? count_site(ci->site_hits, unit, ci->limit) : SITE_RECORD;
+    if (UNLIKELY(site == SITE_SKIP))
         return result_disable();
     engine.events++;
-    shadow_frame *f = frame_for_event(td, ci, python_depth(td), now);
+    shadow_frame *f = frame_for_event(td, ci, python_depth(), now);
     if (LIKELY(f != NULL))
         pop_frame(td, f, unit, now);
     else
         unseen_frame_ended(td);
-    return local ? count_site(ci->site_hits, unit, ci->threshold) : result_none();
+    return site_result(site);
 }
 
 CALLBACK(on_py_return) { UNUSED_CALLBACK_ARGS; return on_pop(args, nargsf, 1); }
 CALLBACK(on_py_yield) { UNUSED_CALLBACK_ARGS; return on_pop(args, nargsf, 1); }
 CALLBACK(on_py_unwind) { UNUSED_CALLBACK_ARGS; return on_pop(args, nargsf, 0); }
 
-/* The shadow frame for an event inside a frame; a frame we never saw start
- * (already running when tracing began, or its start is DISABLEd) is adopted
- * here, its segment beginning now. */
-static inline shadow_frame *frame_or_adopt(thread_data *td, codeinfo *ci, int32_t start_unit,
-                                           uint64_t now, int *adopted)
+/* The shadow frame for an event inside a frame (edges, instructions).
+ *
+ * These are the most frequent events, so the top frame running this code is
+ * taken to be the one delivering it without asking CPython for the frame
+ * depth (a call into a shared libpython and its thread-local storage). Only
+ * if it is not, the depth settles it: frames above have ended unseen, and a
+ * frame we never saw start (already running when tracing began, or its start
+ * is DISABLEd) is adopted, its segment beginning at `start_unit`. Returns
+ * NULL when the event only began a segment. */
+static inline shadow_frame *frame_of_edge(thread_data *td, codeinfo *ci, int32_t start_unit,
+                                          uint64_t now)
 {
-    int32_t depth = python_depth(td);
+    if (LIKELY(td->count && td->frames[td->count - 1].ci == ci))
+        return &td->frames[td->count - 1];
+    int32_t depth = python_depth();
     shadow_frame *f = frame_for_event(td, ci, depth, now);
-    *adopted = f == NULL;
-    if (UNLIKELY(f == NULL)) {
-        unseen_frame_ended(td);
-        f = push_frame(td, ci, depth, start_unit, now);
-    }
-    return f;
+    if (f)
+        return f;
+    unseen_frame_ended(td);
+    push_frame(td, ci, depth, start_unit, now);
+    return NULL;
 }
 
 /* JUMP, BRANCH (3.12/3.13), BRANCH_LEFT/RIGHT (3.14): (code, src, dest).
@@ -401,18 +456,17 @@ static inline PyObject *on_edge(PyObject *const *args, size_t nargsf, int alt)
 {
     const int local = 1;
     PROLOGUE(3);
-    int32_t dest = unit_of(args[2], ci);
-    uint64_t *hits = alt ? ci->site_hits_alt : ci->site_hits;
-    if (over_threshold(hits, unit, ci->threshold))
+    int site = count_site(alt ? ci->site_hits_alt : ci->site_hits, unit, ci->limit);
+    if (UNLIKELY(site == SITE_SKIP))
         return result_disable();
+    int32_t dest = unit_of(args[2], ci);
     engine.events++;
-    int adopted;
-    shadow_frame *f = frame_or_adopt(td, ci, dest, now, &adopted);
-    if (f && !adopted) {
+    shadow_frame *f = frame_of_edge(td, ci, dest, now);
+    if (LIKELY(f != NULL)) {
         close_segment(td, f, unit, now);
         open_segment(td, f, dest, now);
     }
-    return count_site(hits, unit, ci->threshold);
+    return site_result(site);
 }
 
 CALLBACK(on_jump) { UNUSED_CALLBACK_ARGS; return on_edge(args, nargsf, 0); }
@@ -423,12 +477,13 @@ CALLBACK(on_branch_right) { UNUSED_CALLBACK_ARGS; return on_edge(args, nargsf, 1
 
 /* RAISE, RERAISE (global): the exception leaves the frame's straight line at
  * `unit`; until the frame handles it or unwinds we do not know where it is. */
-static inline PyObject *on_raise(PyObject *const *args, size_t nargsf)
+CALLBACK(on_raise)
 {
+    UNUSED_CALLBACK_ARGS;
     const int local = 0;
     PROLOGUE(2);
     engine.events++;
-    shadow_frame *f = frame_for_event(td, ci, python_depth(td), now);
+    shadow_frame *f = frame_for_event(td, ci, python_depth(), now);
     if (f) {
         /* Precise: the instruction being timed raised, or a call in it
          * propagated the exception; CPython reports the latter one code unit
@@ -441,8 +496,6 @@ static inline PyObject *on_raise(PyObject *const *args, size_t nargsf)
     return result_none();
 }
 
-CALLBACK(on_raise_event) { UNUSED_CALLBACK_ARGS; return on_raise(args, nargsf); }
-
 /* EXCEPTION_HANDLED (global): execution continues at the handler `unit`. */
 CALLBACK(on_exception_handled)
 {
@@ -450,7 +503,7 @@ CALLBACK(on_exception_handled)
     const int local = 0;
     PROLOGUE(2);
     engine.events++;
-    shadow_frame *f = frame_for_event(td, ci, python_depth(td), now);
+    shadow_frame *f = frame_for_event(td, ci, python_depth(), now);
     if (f) {
         close_segment(td, f, -1, now);
         open_segment(td, f, unit, now);
@@ -464,20 +517,16 @@ CALLBACK(on_instruction)
     UNUSED_CALLBACK_ARGS;
     const int local = 1;
     PROLOGUE(2);
-    if (UNLIKELY(!ci->insn_hits) && codeinfo_enable_insns(ci) < 0) {
-        engine_fail("out of memory for per-instruction counters");
-        return result_disable();
-    }
-    if (over_threshold(ci->insn_hits, unit, ci->threshold))
+    int site = count_site(ci->insn_hits, unit, ci->limit);
+    if (UNLIKELY(site == SITE_SKIP))
         return result_disable();
     engine.events++;
-    int adopted;
-    shadow_frame *f = frame_or_adopt(td, ci, unit, now, &adopted);
-    if (f && !adopted) {
+    shadow_frame *f = frame_of_edge(td, ci, unit, now);
+    if (LIKELY(f != NULL)) {
         close_segment(td, f, unit, now);
         open_segment(td, f, unit, now);
     }
-    return count_site(ci->insn_hits, unit, ci->threshold);
+    return site_result(site);
 }
 
 /* ---- stopping ------------------------------------------------------------ */
@@ -560,8 +609,8 @@ static const struct {
     {"PY_RETURN", on_py_return, 3},
     {"PY_YIELD", on_py_yield, 3},
     {"PY_UNWIND", on_py_unwind, 3},
-    {"RAISE", on_raise_event, 3},
-    {"RERAISE", on_raise_event, 3},
+    {"RAISE", on_raise, 3},
+    {"RERAISE", on_raise, 3},
     {"EXCEPTION_HANDLED", on_exception_handled, 3},
     {"JUMP", on_jump, 1},
 #if PY_VERSION_HEX >= 0x030E0000

@@ -8,6 +8,9 @@
 /* {event name: callable} for MODE_ADAPTIVE or MODE_PRECISE. */
 PyObject *monitor_callbacks(int mode);
 
+/* Drop the one-entry code cache (the registry is about to be freed). */
+void monitor_forget_code(void);
+
 /* Close every open frame of every thread (tracing stops). */
 void monitor_close_all(uint64_t now);
 

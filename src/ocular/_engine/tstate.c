@@ -1,8 +1,8 @@
 /* tstate.c - creating, growing and freeing per-thread shadow stacks. */
 #include "tstate.h"
 
-_Thread_local thread_data *tls_thread;
-_Thread_local uint64_t tls_run;
+OCULAR_TLS thread_data *tls_thread;
+OCULAR_TLS uint64_t tls_run;
 thread_data *all_threads;
 
 thread_data *thread_attach(void)
@@ -19,7 +19,6 @@ thread_data *thread_attach(void)
         engine_fail("out of memory for a thread's shadow stack");
         return NULL;
     }
-    td->pystate = PyThreadState_Get();
     td->native_tid = PyThread_get_thread_native_id();
     if (engine.exporting)
         td->trace = trace_thread_new(td->native_tid);

@@ -39,14 +39,16 @@ typedef struct thread_data {
     shadow_frame *frames;
     int32_t count;
     int32_t capacity;
-    PyThreadState *pystate;   /* for CPython's frame depth */
     uint64_t native_tid;
     trace_thread *trace;      /* NULL unless exporting */
     struct thread_data *next; /* all threads of this run */
 } thread_data;
 
-extern _Thread_local thread_data *tls_thread;
-extern _Thread_local uint64_t tls_run;
+/* initial-exec: one %fs-relative load instead of a __tls_get_addr call per
+ * event (the extension is dlopen'ed; 16 bytes fit glibc's static TLS surplus). */
+#define OCULAR_TLS _Thread_local __attribute__((tls_model("initial-exec")))
+extern OCULAR_TLS thread_data *tls_thread;
+extern OCULAR_TLS uint64_t tls_run;
 
 thread_data *thread_attach(void);
 int thread_grow(thread_data *td);
@@ -55,16 +57,19 @@ void threads_clear(void);
 
 static inline thread_data *thread_current(void)
 {
-    if (tls_run == engine.run_id)
+    if (__builtin_expect(tls_run == engine.run_id, 1))
         return tls_thread;
     return thread_attach();
 }
 
-/* CPython counts the Python frames of a thread for its recursion limit;
- * at any event the count includes the frame delivering it. */
-static inline int32_t python_depth(const thread_data *td)
+/* CPython counts the Python frames of a thread for its recursion limit; at
+ * any event the count includes the frame delivering it. The thread's
+ * PyThreadState is fetched afresh: a thread's state can be replaced (PyGILState
+ * in foreign threads), so a stored pointer could dangle. */
+static inline int32_t python_depth(void)
 {
-    return td->pystate->py_recursion_limit - td->pystate->py_recursion_remaining;
+    PyThreadState *pystate = _PyThreadState_UncheckedGet();
+    return pystate->py_recursion_limit - pystate->py_recursion_remaining;
 }
 
 #endif

@@ -1,0 +1,107 @@
+"""Ocular's benchmarks (not tests): run with `./dev bench [--repeat N] [--quick]`.
+
+Every configuration runs in a fresh interpreter, configurations are
+interleaved, and the minimum of the repeats is kept; only ratios measured in
+this one run are reported.
+
+(a) ns per delivered event: (traced - untraced) / events, for Ocular and for
+    an empty C callback on the same events, built in this run.
+(b) traced / untraced time per workload, for thresholds 500 and 0 (and
+    cProfile for context), with the geometric mean.
+"""
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import sysconfig
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def build_empty_callback(directory):
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    target = os.path.join(directory, "empty_callback" + suffix)
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", f"-I{sysconfig.get_paths()['include']}",
+                    os.path.join(HERE, "empty_callback.c"), "-o", target], check=True)
+    return directory
+
+
+def measure(workload, config, env):
+    output = subprocess.run([sys.executable, os.path.join(HERE, "workloads.py"), workload, config],
+                            capture_output=True, text=True, env=env, check=True).stdout.split()
+    return float(output[0]), int(output[1])
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def geomean(values):
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--modes", default="adaptive", help="comma list: adaptive,precise")
+    options = parser.parse_args()
+    modes = options.modes.split(",")
+    from workloads import WORKLOADS
+
+    with tempfile.TemporaryDirectory() as directory:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([build_empty_callback(directory), HERE]))
+        configs = ["untraced", "cprofile"]
+        for mode in modes:
+            configs += [f"ocular-{mode}-500", f"ocular-{mode}-0", f"empty-{mode}"]
+        best = {}
+        for _ in range(options.repeat):
+            for workload in WORKLOADS:
+                for config in configs:
+                    seconds, events = measure(workload, config, env)
+                    key = (workload, config)
+                    if key not in best or seconds < best[key][0]:
+                        best[key] = (seconds, max(events, best.get(key, (0, 0))[1]))
+
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, min of {options.repeat} runs\n")
+    for mode in modes:
+        rows, ours_all, empty_all = [], [], []
+        for workload in WORKLOADS:
+            base = best[(workload, "untraced")][0]
+            traced, events = best[(workload, f"ocular-{mode}-0")]
+            empty = best[(workload, f"empty-{mode}")][0]
+            ours_ns = (traced - base) / events * 1e9
+            empty_ns = (empty - base) / events * 1e9
+            ours_all.append(ours_ns)
+            empty_all.append(empty_ns)
+            rows.append((workload, f"{events:,}", f"{ours_ns:.1f}", f"{empty_ns:.1f}", f"{ours_ns / empty_ns:.2f}"))
+        rows.append(("**mean**", "", f"{sum(ours_all) / len(ours_all):.1f}",
+                     f"{sum(empty_all) / len(empty_all):.1f}",
+                     f"{sum(ours_all) / sum(empty_all):.2f}"))
+        print(f"(a) {mode}: ns per delivered event, threshold 0\n")
+        print(table(("workload", "events", "Ocular ns/event", "empty C callback ns/event", "ratio"), rows))
+        print()
+        rows = []
+        ratios = {"500": [], "0": [], "cprofile": []}
+        for workload in WORKLOADS:
+            base = best[(workload, "untraced")][0]
+            r500 = best[(workload, f"ocular-{mode}-500")][0] / base
+            r0 = best[(workload, f"ocular-{mode}-0")][0] / base
+            rcp = best[(workload, "cprofile")][0] / base
+            ratios["500"].append(r500)
+            ratios["0"].append(r0)
+            ratios["cprofile"].append(rcp)
+            rows.append((workload, f"{base:.3f}", f"{r500:.3f}x", f"{r0:.2f}x", f"{rcp:.2f}x"))
+        rows.append(("**geometric mean**", "", f"{geomean(ratios['500']):.3f}x",
+                     f"{geomean(ratios['0']):.2f}x", f"{geomean(ratios['cprofile']):.2f}x"))
+        print(f"(b) {mode}: traced / untraced time\n")
+        print(table(("workload", "untraced s", "threshold 500", "threshold 0", "cProfile"), rows))
+        print()
+
+
+if __name__ == "__main__":
+    main()
