@@ -50,7 +50,7 @@ static struct {
     _Atomic size_t allocated;
     _Atomic uint64_t free_head;      /* tag << 32 | (index + 1) */
     _Atomic(trace_buf *) queue;
-    _Atomic int stop, failed, dropping, writer_sleeping;
+    _Atomic int closing, stop, failed, dropping, writer_sleeping;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t thread;
@@ -304,15 +304,16 @@ static void queue_push(trace_buf *buf)
         pthread_cond_signal(&g.cv);
 }
 
+/* Dropping begins where the thread's records stop: at its last record (the
+ * dropped one was stamped just after it), or now if it never had a buffer. */
 static void start_dropping(trace_tt *t, trace_buf *full)
 {
-    uint64_t now = clock_tsc();
     if (full) {
         full->drop = 1;
-        full->drop_tsc = now;
+        full->drop_tsc = full->count ? full->recs[full->count - 1].tsc : clock_tsc();
         queue_push(full);
     } else {
-        atomic_store_explicit(&t->drop_tsc, now, memory_order_relaxed);
+        atomic_store_explicit(&t->drop_tsc, clock_tsc(), memory_order_relaxed);
     }
     t->buf = NULL;
     t->dropping = 1;
@@ -330,7 +331,7 @@ trace_record *trace_reserve_slow(trace_thread *thread)
         trace_buf *fresh = NULL;
         if (!atomic_load_explicit(&g.dropping, memory_order_relaxed) &&
             !atomic_load_explicit(&g.failed, memory_order_relaxed) &&
-            !atomic_load_explicit(&g.stop, memory_order_relaxed))
+            !atomic_load_explicit(&g.closing, memory_order_relaxed))
             fresh = buf_get();
         if (fresh) {
             if (full)
@@ -523,11 +524,15 @@ static void transcribe(trace_buf *buf)
             }
             break;
         case TRACE_INSN: {
+            /* The instruction lane follows the same rules as the thread's
+             * track: no piece starts before the previous one ends, and each
+             * lasts at least 1 ns (see end_time). */
+            uint64_t start = ns > t->insn_end_ns ? ns : t->insn_end_ns;
             uint64_t end = clock_to_ns(&w->conv, r->end_tsc);
-            if (end < ns)
-                end = ns;
-            t->insn_used = 1;
-            fmt->insn(w, t, ns, end, r);
+            if (end <= start)
+                end = start + 1;
+            t->insn_end_ns = end;
+            fmt->insn(w, t, start, end, r);
             if (end > t->last_seen_ns)
                 t->last_seen_ns = end;
             break;
@@ -771,9 +776,10 @@ int trace_close(trace_stats *stats)
         errno = EINVAL;
         return -1;
     }
-    /* Producers have stopped (the engine stops recording first); hand over
-     * their partial buffers and make any late trace_reserve drop. */
-    atomic_store(&g.stop, 1);
+    /* Producers have stopped (the engine stops recording first); make any late
+     * trace_reserve drop, hand over the partial buffers, and only then tell
+     * the writer to finish: it exits once it finds the queue empty. */
+    atomic_store(&g.closing, 1);
     for (trace_tt *t = atomic_load(&g.threads); t; t = t->next) {
         trace_buf *buf = t->buf;
         if (buf) {
@@ -783,6 +789,7 @@ int trace_close(trace_stats *stats)
         }
         t->pub.cur = t->pub.end = NULL;
     }
+    atomic_store(&g.stop, 1);
     pthread_mutex_lock(&g.mu);
     pthread_cond_signal(&g.cv);
     pthread_mutex_unlock(&g.mu);

@@ -62,10 +62,10 @@ struct trace_thread_private {
 
     /* writer side */
     int started;
-    int insn_used;
     const char *name_shown;          /* the name last written to the file */
     uint64_t last_ns;                /* main track: times never go backwards */
     uint64_t last_seen_ns;           /* main or instruction track */
+    uint64_t insn_end_ns;            /* end of the previous instruction piece */
     int drop_seen;
     uint64_t drop_ns;
     struct open_slice *stack;
