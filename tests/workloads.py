@@ -213,3 +213,32 @@ def four_units_inline():
     for i in range(80000):
         total += i * i % 7
     return total
+
+
+def big_multiply(n=300):
+    x = 7**2000
+    total = 0
+    for _ in range(n):
+        total = x * x
+    return total.bit_length()
+
+
+def _long_function_source(statements=180):
+    """A function whose code is far past 256 bytes, with jumps that need
+    EXTENDED_ARG."""
+    lines = ["def long_function(n):", "    total = 0", "    for i in range(n):"]
+    for k in range(statements):
+        lines.append(f"        if i % {k % 7 + 2} == {k % 3}:")
+        lines.append(f"            total += {k}")
+    lines.append("    return total")
+    return "\n".join(lines) + "\n"
+
+
+exec(compile(_long_function_source(), __file__, "exec"))
+
+
+def precise_mix():
+    total = loops(40) + fib(8) + sum(gen(6)) + exceptions(9)
+    total += sum([x * 2 for x in range(12) if x % 3])
+    total += long_function(3)  # noqa: F821 (defined by exec above)
+    return total

@@ -55,6 +55,7 @@ TRACE_SUFFIXES = (".json", ".pftrace", ".perfetto-trace")
 TOOL_IDS = (2, 3, 4)  # PROFILER_ID, then the two ids CPython leaves unassigned
 TOOL_NAME = "ocular"
 _CALIBRATION_CALLS = 3000
+_EXACT_EXCEPTION_EVENTS = ("RAISE", "RERAISE", "EXCEPTION_HANDLED")
 _OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 _engine.set_opcode_table(*_opcodes.opcode_table())
@@ -220,6 +221,13 @@ def start_tracing(
             raise RuntimeError("Ocular is already tracing; call ocular.stop_tracing() first")
         engine_mode = _engine.MODE_PRECISE if mode == "precise" else _engine.MODE_ADAPTIVE
         callbacks = _engine.callbacks(engine_mode)
+        if deinstrument_threshold:
+            # Exception events can never be DISABLEd: they would cost on every
+            # raise for the whole run. With a threshold, an interval an
+            # exception cut through goes unattributed instead; threshold 0
+            # (the gapless timeline) follows exceptions exactly.
+            for name in _EXACT_EXCEPTION_EVENTS:
+                callbacks.pop(name, None)
         run = _Run(mode, deinstrument_threshold, _acquire_tool_id(), callbacks, output)
         try:
             _engine.start(
@@ -264,8 +272,12 @@ def stop_tracing():
         try:
             totals = _engine.stop()
             raw = _engine.collect()
+            # Read while the run's specialisations are still in place.
             specialized = _opcodes.specialized_names(raw) if run.mode == "precise" else {}
+        finally:
+            # Whatever failed above, nothing of Ocular's may stay hooked.
             _unhook(run)
+        try:
             trace_stats = _engine.finish_trace(_thread_names())
             profile = build_profile(run, totals, raw, specialized, trace_stats)
         finally:

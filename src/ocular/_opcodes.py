@@ -62,16 +62,20 @@ def opcode_table():
 
 def specialized_names(raw):
     """{code: {offset: specialised opname}} where CPython's adaptive bytecode
-    differs from the base instruction (read before Ocular unhooks, while the
-    specialisations of the run are still in place)."""
+    holds a specialisation of the base instruction (read before Ocular
+    unhooks, while the run's specialisations are still in place).
+
+    Reads the adaptive bytes directly: 3.12's dis.get_instructions(adaptive=True)
+    raises on code that still carries INSTRUMENTED_* opcodes."""
+    all_names = getattr(dis, "_all_opname", dis.opname)
     result = {}
     for code, *_ in raw:
+        adaptive = code._co_code_adaptive
         names = {}
-        base = {i.offset: i.opname for i in dis.get_instructions(code)}
-        for instr in dis.get_instructions(code, adaptive=True):
-            name = instr.opname
-            if name.startswith("INSTRUMENTED_") or base.get(instr.offset) in (None, name):
-                continue
-            names[instr.offset] = name
+        for instr in dis.get_instructions(code):
+            op = adaptive[instr.offset] if instr.offset < len(adaptive) else 0
+            name = all_names[op] if op < len(all_names) else None
+            if name and name != instr.opname and name.startswith(instr.opname):
+                names[instr.offset] = name
         result[code] = names
     return result

@@ -188,10 +188,13 @@ def build_profile(run, totals, raw, specialized, trace_stats):
                     hits_i, cycles_i = insn_hits.get(instr.offset, (0, 0))
                     if instr.opname == "RESUME":  # no INSTRUCTION event: its hits are PY_START/PY_RESUME
                         hits_i = site_hits.get(instr.offset, 0)
-                    per_instr.append((instr, hits_i, cycles_i))
+                    per_instr.append((instr, hits_i, max(cycles_i, 0)))
                 hits = per_instr[0][1]
                 cycles = sum(c for _, _, c in per_instr)
             else:
+                # Noise can leave a tiny block's net cycles (after the event
+                # cost is subtracted) below zero: report it as zero.
+                cycles = max(cycles, 0)
                 per_instr = [(instr, hits, share)
                              for instr, share in zip(members, _spread(cycles, len(members)))]
             if not hits and not cycles:
@@ -200,13 +203,13 @@ def build_profile(run, totals, raw, specialized, trace_stats):
             known = [line for line in block_lines if line is not None]
             blocks.append(BlockStats(filename, qualname, start, members[-1].offset,
                                      min(known) if known else None, max(known) if known else None,
-                                     len(members), hits, max(cycles, 0)))
+                                     len(members), hits, cycles))
             for instr, hits_i, cycles_i in per_instr:
                 lineno = result.lines.get(instr.offset)
                 if hits_i or cycles_i:
                     instructions.append(InstructionStats(
                         filename, qualname, instr.offset, instr.opname, lineno, hits_i,
-                        max(cycles_i, 0), code_specialized.get(instr.offset)))
+                        cycles_i, code_specialized.get(instr.offset)))
                 if lineno is not None:
                     line_hits, line_cycles = lines.get((filename, lineno), (0, 0))
                     lines[(filename, lineno)] = (max(line_hits, hits_i), line_cycles + cycles_i)
@@ -224,7 +227,7 @@ def build_profile(run, totals, raw, specialized, trace_stats):
             if hits:
                 sites.append(SiteStats(filename, qualname, "INSTRUCTION", offset, hits,
                                        bool(run.threshold) and hits >= run.threshold))
-    line_stats = [LineStats(f, n, h, max(c, 0)) for (f, n), (h, c) in lines.items() if h or c]
+    line_stats = [LineStats(f, n, h, c) for (f, n), (h, c) in lines.items() if h or c]
     trace_stats = trace_stats or {}
     return Profile(
         mode=run.mode,

@@ -33,7 +33,12 @@
 /* ---- small helpers ------------------------------------------------------ */
 
 static inline PyObject *result_none(void) { return Py_None; /* immortal */ }
-static inline PyObject *result_disable(void) { return Py_NewRef(engine.disable); }
+/* DISABLE is only returned while a run holds it; the NULL check keeps a
+ * callback that outlived its run (it never should) harmless. */
+static inline PyObject *result_disable(void)
+{
+    return engine.disable ? Py_NewRef(engine.disable) : Py_None;
+}
 
 /* Offsets arrive as ints in bytes; offsets past 256 bytes are heap ints. */
 static inline int32_t unit_of(PyObject *offset, const codeinfo *ci)
