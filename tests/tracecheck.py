@@ -310,8 +310,10 @@ def load_pftrace(path, tolerant=False) -> Trace:
     for packet in parsed.packet:
         trace.packets += 1
         seq_id = packet.trusted_packet_sequence_id
-        seq = sequences[seq_id]
         flags = packet.sequence_flags
+        if seq_id and seq_id not in sequences and not flags & 1:
+            raise TraceError(f'sequence {seq_id}: first packet does not set CLEARED')
+        seq = sequences[seq_id]
         if flags & 1:
             if not seq_id:
                 raise TraceError('CLEARED on sequence 0')
@@ -352,8 +354,6 @@ def load_pftrace(path, tolerant=False) -> Trace:
             continue
         if not packet.HasField('track_event'):
             raise TraceError(f'unexpected packet: {packet}')
-        if not seq.cleared and seq_id:
-            raise TraceError(f'sequence {seq_id}: first packet does not set CLEARED')
         clock_id = packet.timestamp_clock_id or (
             seq.defaults.timestamp_clock_id if seq.defaults else 0)
         if clock_id == 64:

@@ -24,7 +24,7 @@
 #include "trace.h"
 
 #define MAX_CODES 16
-#define MAX_NAMES 4096
+#define MAX_NAMES 8192   /* hash table slots; names used stay well below */
 
 static pthread_mutex_t gil = PTHREAD_MUTEX_INITIALIZER;
 
@@ -79,14 +79,22 @@ static uint64_t rnd(producer *p)
 
 static void count(counter *table, int *n, const char *name)
 {
-    for (int i = 0; i < *n; i++)
+    unsigned h = 2166136261u;
+    for (const char *c = name; *c; c++)
+        h = (h ^ (unsigned char)*c) * 16777619u;
+    for (unsigned i = h % MAX_NAMES;; i = (i + 1) % MAX_NAMES) {
+        if (!table[i].count) {
+            if (2 * *n >= MAX_NAMES)
+                abort();   /* the generator uses more names than planned */
+            snprintf(table[i].name, sizeof table[i].name, "%s", name);
+            table[i].count = 1;
+            (*n)++;
+            return;
+        }
         if (strcmp(table[i].name, name) == 0) {
             table[i].count++;
             return;
         }
-    if (*n < MAX_NAMES) {
-        snprintf(table[*n].name, sizeof table[*n].name, "%s", name);
-        table[(*n)++].count = 1;
     }
 }
 
@@ -117,7 +125,7 @@ static void func(producer *p, uint32_t code, int depth, int with_insn);
 
 static void block(producer *p, uint32_t code, int depth, int with_insn)
 {
-    int offset = (int)(rnd(p) % 200) * 2, line = (rnd(p) % 11 == 0) ? -1 : 1 + (int)(rnd(p) % 300);
+    int offset = (int)(rnd(p) % 40) * 2, line = (rnd(p) % 11 == 0) ? -1 : 1 + (int)(rnd(p) % 40);
     trace_record *r = emit(p, TRACE_BLOCK_BEGIN, 5 + rnd(p) % 60);
     if (r) {
         r->code_id = code;
@@ -227,10 +235,14 @@ static void print_string(const char *s)
 
 static void print_counters(const counter *table, int n)
 {
+    (void)n;
     putchar('{');
-    for (int i = 0; i < n; i++) {
-        if (i)
+    for (int i = 0, first = 1; i < MAX_NAMES; i++) {
+        if (!table[i].count)
+            continue;
+        if (!first)
             putchar(',');
+        first = 0;
         print_string(table[i].name);
         printf(":%ld", table[i].count);
     }
@@ -330,7 +342,9 @@ static int run_kill(const char *path)
     for (;;) {
         for (int i = 0; i < 2000; i++) {
             func(p, 0, 0, i % 7 == 0);
-            p->nslices = p->ninsns = 0;   /* counts are not checked here */
+            memset(p->slices, 0, sizeof p->slices);   /* counts are not checked here */
+            memset(p->insns, 0, sizeof p->insns);
+            p->nslices = p->ninsns = 0;
         }
         usleep(1000);
     }

@@ -249,6 +249,7 @@ static int pf_file_begin(trace_writer *w)
 {
     uint8_t *pk = OPEN((uint8_t *)trace_out_reserve(w, 512), "\x0A");
     uint8_t *p = uint_field(pk, 0x50, 1);
+    p = uint_field(p, 0x68, 1);      /* every sequence starts CLEARED, this one too */
     uint8_t *snap = OPEN(p, "\x32");
     uint8_t *q = clock_entry(snap, CLOCK_MONOTONIC_ID, w->conv.mono0, 0);
 #ifdef CLOCK_BOOTTIME
