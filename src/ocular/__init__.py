@@ -246,19 +246,41 @@ def start_tracing(
             raise
         try:
             _hook(run)
+            if output:
+                _watch_thread_names(True)
             for _ in range(_CALIBRATION_CALLS):
                 _calibration_target()
             _engine.end_calibration()
         except BaseException:
             _engine.stop()
             _unhook(run)
+            _watch_thread_names(False)
             _engine.reset()
             raise
         _run = run
 
 
+# Names of threads that started while tracing (they may be gone by stop).
+_started_thread_names = {}
+_original_bootstrap = threading.Thread._bootstrap_inner
+
+
+def _named_bootstrap(thread):
+    # Runs first on every new threading.Thread (subclasses included); Ocular's
+    # own code is never traced, so this costs one dict store per thread.
+    _started_thread_names[threading.get_native_id()] = thread.name
+    return _original_bootstrap(thread)
+
+
+def _watch_thread_names(on):
+    threading.Thread._bootstrap_inner = _named_bootstrap if on else _original_bootstrap
+
+
 def _thread_names():
-    return {thread.native_id: thread.name for thread in threading.enumerate() if thread.native_id}
+    names = dict(_started_thread_names)
+    names.update({t.native_id: t.name for t in threading.enumerate() if t.native_id})
+    _started_thread_names.clear()
+    return names
 
 
 def stop_tracing():
@@ -277,6 +299,7 @@ def stop_tracing():
         finally:
             # Whatever failed above, nothing of Ocular's may stay hooked.
             _unhook(run)
+            _watch_thread_names(False)
         try:
             trace_stats = _engine.finish_trace(_thread_names())
             profile = build_profile(run, totals, raw, specialized, trace_stats)

@@ -307,7 +307,7 @@ static shadow_frame *push_frame(thread_data *td, codeinfo *ci, int32_t depth, in
     shadow_frame *f = &td->frames[td->count++];
     f->ci = ci;
     f->py_depth = depth;
-    f->traced = td->trace && td->count <= TRACE_MAX_FRAMES;
+    f->traced = td->trace && td->count <= TRACE_MAX_FRAMES && !ci->is_calibration;
     if (f->traced)
         emit(td, TRACE_FUNC_BEGIN, now, 0, ci, -1, 0);
     open_segment(td, f, unit, now);
