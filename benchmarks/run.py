@@ -8,6 +8,9 @@ this one run are reported.
     an empty C callback on the same events, built in this run.
 (b) traced / untraced time per workload, for thresholds 500 and 0 (and
     cProfile for context), with the geometric mean.
+(c) trace export: traced time with perfetto=True (protobuf and JSON) over
+    traced time with perfetto=False, adaptive mode.
+(d) the trace writer alone (benchmarks/bench_writer.py).
 """
 
 import argparse
@@ -48,7 +51,9 @@ def geomean(values):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--modes", default="adaptive", help="comma list: adaptive,precise")
+    parser.add_argument("--modes", default="adaptive,precise", help="comma list: adaptive,precise")
+    parser.add_argument("--no-writer", dest="writer", action="store_false",
+                        help="skip the writer-only benchmark")
     options = parser.parse_args()
     modes = options.modes.split(",")
     from workloads import WORKLOADS
@@ -58,6 +63,11 @@ def main():
         configs = ["untraced", "cprofile"]
         for mode in modes:
             configs += [f"ocular-{mode}-500", f"ocular-{mode}-0", f"empty-{mode}"]
+        if "adaptive" in modes:
+            configs += ["ocular-adaptive-500-pftrace", "ocular-adaptive-0-pftrace", "ocular-adaptive-0-json"]
+        rdtsc_ns = float(subprocess.run(
+            [sys.executable, "-c", "import empty_callback; print(empty_callback.rdtsc_ns())"],
+            capture_output=True, text=True, env=env, check=True).stdout)
         best = {}
         for _ in range(options.repeat):
             for workload in WORKLOADS:
@@ -67,7 +77,8 @@ def main():
                     if key not in best or seconds < best[key][0]:
                         best[key] = (seconds, max(events, best.get(key, (0, 0))[1]))
 
-    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, min of {options.repeat} runs\n")
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, min of {options.repeat} runs; "
+          f"one rdtsc costs {rdtsc_ns:.1f} ns on this machine\n")
     for mode in modes:
         rows, ours_all, empty_all = [], [], []
         for workload in WORKLOADS:
@@ -101,6 +112,23 @@ def main():
         print(f"(b) {mode}: traced / untraced time\n")
         print(table(("workload", "untraced s", "threshold 500", "threshold 0", "cProfile"), rows))
         print()
+    if "adaptive" in modes:
+        rows, ratios = [], {"500-pftrace": [], "0-pftrace": [], "0-json": []}
+        for workload in WORKLOADS:
+            row = [workload]
+            for key in ratios:
+                threshold = key.split("-")[0]
+                ratio = best[(workload, f"ocular-adaptive-{key}")][0] / best[(workload, f"ocular-adaptive-{threshold}")][0]
+                ratios[key].append(ratio)
+                row.append(f"{ratio:.3f}x")
+            rows.append(row)
+        rows.append(["**geometric mean**"] + [f"{geomean(v):.3f}x" for v in ratios.values()])
+        print("(c) adaptive: time with perfetto=True / time with perfetto=False\n")
+        print(table(("workload", "threshold 500, .pftrace", "threshold 0, .pftrace", "threshold 0, .json"), rows))
+        print()
+    if options.writer:
+        print("(d) the trace writer alone\n", flush=True)
+        subprocess.run([sys.executable, os.path.join(HERE, "bench_writer.py"), "--repeats", "2"], check=True)
 
 
 if __name__ == "__main__":

@@ -87,14 +87,20 @@ def run(name, config):
         function()
         elapsed = time.perf_counter() - start
     elif config.startswith("ocular-"):
+        import os
+        import tempfile
+
         import ocular
 
-        mode, threshold = config.split("-")[1:]
-        ocular.start_tracing(mode=mode, perfetto=False, deinstrument_threshold=int(threshold))
-        start = time.perf_counter()
-        function()
-        elapsed = time.perf_counter() - start
-        events = ocular.stop_tracing().events
+        mode, threshold, *trace = config.split("-")[1:]
+        with tempfile.TemporaryDirectory() as directory:
+            output = os.path.join(directory, "trace." + trace[0]) if trace else None
+            ocular.start_tracing(mode=mode, perfetto=bool(trace), deinstrument_threshold=int(threshold),
+                                 output=output or "unused.json")
+            start = time.perf_counter()
+            function()
+            elapsed = time.perf_counter() - start
+            events = ocular.stop_tracing().events
     elif config == "cprofile":
         import cProfile
 

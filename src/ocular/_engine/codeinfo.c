@@ -82,6 +82,26 @@ void codeinfo_registry_zero(void)
     }
 }
 
+/* Recorded events of local kinds: every site's hits (calibration excluded). */
+uint64_t codeinfo_registry_site_hits(void)
+{
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < codeinfo_count; i++) {
+        const codeinfo *ci = codeinfo_registry[i];
+        if (ci->is_calibration)
+            continue;
+        for (int32_t unit = 0; unit < ci->n_units; unit++) {
+            if (ci->site_hits)
+                total += ci->site_hits[unit];
+            if (ci->site_hits_alt)
+                total += ci->site_hits_alt[unit];
+            if (ci->insn_hits)
+                total += ci->insn_hits[unit];
+        }
+    }
+    return total;
+}
+
 static int registry_add(codeinfo *ci)
 {
     if (codeinfo_count == registry_capacity) {

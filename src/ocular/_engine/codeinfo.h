@@ -98,6 +98,9 @@ extern uint32_t codeinfo_count;
 /* Detach from co_extra, release the code objects, free everything. */
 void codeinfo_registry_clear(void);
 
+/* Sum of every site's hits. */
+uint64_t codeinfo_registry_site_hits(void);
+
 /* Zero every counter (after calibration) but keep the tables. */
 void codeinfo_registry_zero(void);
 

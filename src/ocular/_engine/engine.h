@@ -25,7 +25,8 @@ typedef struct {
     filter_set filters;
 
     int64_t event_cost;       /* ticks one event adds to a measured interval */
-    uint64_t events;          /* events delivered to our callbacks while recording */
+    uint64_t global_events;   /* recorded events of global (never DISABLEd) kinds; local
+                                 ones are counted per site, summed at stop */
     uint64_t disabled_sites;  /* DISABLE returned because a site reached the threshold */
     int64_t unattributed;     /* ticks that belong to no block (see monitor.c) */
     uint64_t lost_frames;     /* frames that left without an event we saw */

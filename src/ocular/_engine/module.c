@@ -120,7 +120,7 @@ static PyObject *start(PyObject *module, PyObject *args)
     engine.disable = Py_NewRef(disable);
     engine.calibration_code = Py_NewRef(calibration_code);
     engine.event_cost = 0;
-    engine.events = engine.disabled_sites = engine.lost_frames = 0;
+    engine.global_events = engine.disabled_sites = engine.lost_frames = 0;
     engine.unattributed = 0;
     engine.failure = NULL;
     engine.run_id++;
@@ -136,7 +136,7 @@ static PyObject *end_calibration(PyObject *module, PyObject *unused)
     (void)module, (void)unused;
     engine.event_cost = monitor_calibration_result();
     codeinfo_registry_zero();
-    engine.events = engine.disabled_sites = engine.lost_frames = 0;
+    engine.global_events = engine.disabled_sites = engine.lost_frames = 0;
     engine.unattributed = 0;
     engine.started = clock_anchor_now();
     return PyLong_FromLongLong(engine.event_cost);
@@ -153,10 +153,11 @@ static PyObject *stop(PyObject *module, PyObject *unused)
     if (was_recording || engine.failure)
         monitor_close_all(stopped.tsc);
     double tsc_hz = clock_hz_between(engine.started, stopped);
+    uint64_t events = engine.global_events + codeinfo_registry_site_hits();
     return Py_BuildValue("{s:d,s:K,s:K,s:K,s:L,s:K,s:L,s:z,s:s}",
                          "tsc_hz", tsc_hz,
                          "duration_ns", (unsigned long long)(stopped.mono_ns - engine.started.mono_ns),
-                         "events", (unsigned long long)engine.events,
+                         "events", (unsigned long long)events,
                          "disabled_sites", (unsigned long long)engine.disabled_sites,
                          "unattributed_cycles", (long long)engine.unattributed,
                          "lost_frames", (unsigned long long)engine.lost_frames,

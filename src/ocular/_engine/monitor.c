@@ -246,7 +246,6 @@ static inline void open_segment(thread_data *td, shadow_frame *f, int32_t unit, 
     f->pieces = 0;
     f->tainted = 0;
     f->resumed_at = now;
-    f->seg_began = now;
     emit_block_begin(td, f, now);
 }
 
@@ -401,7 +400,7 @@ static inline PyObject *on_push(PyObject *const *args, size_t nargsf, int local,
     int site = local ? count_site(ci->site_hits, unit, ci->limit) : SITE_RECORD;
     if (UNLIKELY(site == SITE_SKIP))
         return result_disable();
-    engine.events++;
+    engine.global_events += !local;
     if (push_frame(td, ci, python_depth(), local ? unit : -1, now) && is_start)
         ci->calls++;
     return site_result(site);
@@ -418,7 +417,7 @@ static inline PyObject *on_pop(PyObject *const *args, size_t nargsf, int local)
     int site = local ? count_site(ci->site_hits, unit, ci->limit) : SITE_RECORD;
     if (UNLIKELY(site == SITE_SKIP))
         return result_disable();
-    engine.events++;
+    engine.global_events += !local;
     shadow_frame *f = frame_for_event(td, ci, python_depth(), now);
     if (LIKELY(f != NULL))
         pop_frame(td, f, unit, now);
@@ -465,7 +464,6 @@ static inline PyObject *on_edge(PyObject *const *args, size_t nargsf, int alt)
     if (UNLIKELY(site == SITE_SKIP))
         return result_disable();
     int32_t dest = unit_of(args[2], ci);
-    engine.events++;
     shadow_frame *f = frame_of_edge(td, ci, dest, now);
     if (LIKELY(f != NULL)) {
         close_segment(td, f, unit, now);
@@ -487,7 +485,7 @@ CALLBACK(on_raise)
     UNUSED_CALLBACK_ARGS;
     const int local = 0;
     PROLOGUE(2);
-    engine.events++;
+    engine.global_events++;
     shadow_frame *f = frame_for_event(td, ci, python_depth(), now);
     if (f) {
         /* Precise: the instruction being timed raised, or a call in it
@@ -507,7 +505,7 @@ CALLBACK(on_exception_handled)
     UNUSED_CALLBACK_ARGS;
     const int local = 0;
     PROLOGUE(2);
-    engine.events++;
+    engine.global_events++;
     shadow_frame *f = frame_for_event(td, ci, python_depth(), now);
     if (f) {
         close_segment(td, f, -1, now);
@@ -525,7 +523,6 @@ CALLBACK(on_instruction)
     int site = count_site(ci->insn_hits, unit, ci->limit);
     if (UNLIKELY(site == SITE_SKIP))
         return result_disable();
-    engine.events++;
     shadow_frame *f = frame_of_edge(td, ci, unit, now);
     if (LIKELY(f != NULL)) {
         close_segment(td, f, unit, now);

@@ -29,7 +29,6 @@ typedef struct {
     int32_t seg_start;    /* code unit the segment began at; -1 = unknown */
     int64_t seg_ticks;    /* ticks of the segment's finished pieces */
     uint64_t resumed_at;  /* top frame: tick its running piece began */
-    uint64_t seg_began;   /* tick the segment began (trace slices) */
     uint32_t pieces;      /* finished pieces (each carries one event's overhead) */
     uint8_t tainted;      /* the segment includes time of frames we did not see */
     uint8_t traced;       /* its slices go to the trace */
