@@ -5,7 +5,7 @@
  *   trace_harness MODE PATH [SEED]
  *   MODE: nested      several named threads, nested function/block slices,
  *                     generator resumes, instructions, odd names
- *         drop        the same with a 512 KiB memory limit (drops)
+ *         drop        the same with a 64 KiB memory limit (one buffer: drops)
  *         kill        endless stream; prints "ready" and waits to be killed
  *         throughput  one thread, block slices (count = SEED, default 5 M)
  *         open        only trace_open; prints errno
@@ -408,7 +408,9 @@ int main(int argc, char **argv)
     if (strcmp(mode, "nested") == 0)
         return run_threads(path, 0, 25000, n ? (uint64_t)n : 1);
     if (strcmp(mode, "drop") == 0)
-        return run_threads(path, 512 * 1024, 40000, n ? (uint64_t)n : 1);
+        /* One buffer for four producers: all but the first thread to fill a
+         * buffer must drop, however fast the writer is. */
+        return run_threads(path, 64 * 1024, 40000, n ? (uint64_t)n : 1);
     if (strcmp(mode, "kill") == 0)
         return run_kill(path);
     if (strcmp(mode, "throughput") == 0)
