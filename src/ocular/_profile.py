@@ -123,10 +123,12 @@ def _site_event(instr, alt):
 
 
 def _line_table(code):
+    """{offset: line}; None where the compiler gave no line (and for the line 0
+    of a module's RESUME)."""
     lines = {}
     for start, end, line in code.co_lines():
         for offset in range(start, end, 2):
-            lines[offset] = line
+            lines[offset] = line if line else None
     return lines
 
 

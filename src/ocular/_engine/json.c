@@ -241,6 +241,17 @@ static void json_func_begin(trace_writer *w, trace_tt *t, uint64_t ns, uint32_t 
     trace_out_commit(w, p);
 }
 
+/* The offset value, then ',"line":N' unless the instruction has no line. */
+static char *offset_and_line(char *p, const trace_record *r)
+{
+    p = trace_fmt_i64(p, r->offset);
+    if (r->line >= 0) {
+        p = LIT(p, ",\"line\":");
+        p = trace_fmt_i64(p, r->line);
+    }
+    return p;
+}
+
 static void json_block_begin(trace_writer *w, trace_tt *t, uint64_t ns, const trace_record *r)
 {
     char *p = trace_out_reserve(w, 256);
@@ -248,11 +259,7 @@ static void json_block_begin(trace_writer *w, trace_tt *t, uint64_t ns, const tr
     *p++ = ',';
     p = block_name(p, r);
     p = LIT(p, ",\"args\":{\"start_offset\":");
-    p = trace_fmt_i64(p, r->offset);
-    if (r->line >= 0) {
-        p = LIT(p, ",\"line\":");
-        p = trace_fmt_i64(p, r->line);
-    }
+    p = offset_and_line(p, r);
     p = LIT(p, "}}");
     trace_out_commit(w, p);
 }
@@ -292,11 +299,7 @@ static void json_insn(trace_writer *w, trace_tt *t, uint64_t ns, uint64_t end_ns
     *p++ = ',';
     p = block_name(p, r);
     p = LIT(p, ",\"args\":{\"offset\":");
-    p = trace_fmt_i64(p, r->offset);
-    if (r->line >= 0) {
-        p = LIT(p, ",\"line\":");
-        p = trace_fmt_i64(p, r->line);
-    }
+    p = offset_and_line(p, r);
     p = LIT(p, ",\"cycles\":");
     p = trace_fmt_i64(p, r->cycles);
     p = LIT(p, "}}");
