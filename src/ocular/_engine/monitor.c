@@ -101,8 +101,22 @@ static inline void emit(thread_data *td, uint16_t kind, uint64_t tsc, uint64_t e
 
 static inline void emit_block_begin(thread_data *td, const shadow_frame *f, uint64_t now)
 {
-    if (f->traced && engine.mode == MODE_ADAPTIVE && f->seg_start >= 0)
-        emit(td, TRACE_BLOCK_BEGIN, now, 0, f->ci, f->seg_start, 0);
+    if (!(f->traced && engine.mode == MODE_ADAPTIVE && f->seg_start >= 0))
+        return;
+    /* At an edge the previous segment's END was written at this very tick:
+     * turn it into one NEXT record instead of adding a BEGIN (half the trace
+     * traffic of a loop). */
+    trace_thread *out = td->trace;
+    trace_record *last = out->cur > out->start ? out->cur - 1 : NULL;
+    if (last && last->kind == TRACE_BLOCK_END && last->tsc == now) {
+        last->kind = TRACE_BLOCK_NEXT;
+        last->end_offset = last->offset;
+        last->code_id = f->ci->id;
+        last->offset = f->seg_start * 2;
+        last->line = f->ci->unit_line[f->seg_start];
+        return;
+    }
+    emit(td, TRACE_BLOCK_BEGIN, now, 0, f->ci, f->seg_start, 0);
 }
 
 static inline void emit_block_end(thread_data *td, const shadow_frame *f, uint64_t now,

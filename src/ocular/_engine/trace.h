@@ -31,11 +31,18 @@ enum {
     TRACE_INSN = 5,        /* precise mode, on a separate track per thread:
                               a complete slice [tsc, end_tsc], code_id,
                               offset, line, cycles                          */
+    TRACE_BLOCK_NEXT = 6,  /* BLOCK_END then BLOCK_BEGIN at one tsc, in one
+                              record: at every edge one segment ends where
+                              the next begins. cycles and end_offset describe
+                              the ended slice; code_id, offset, line the new */
 };
 
 typedef struct {
     uint64_t tsc;
-    uint64_t end_tsc;   /* TRACE_INSN only */
+    union {
+        uint64_t end_tsc;   /* TRACE_INSN */
+        int64_t end_offset; /* TRACE_BLOCK_NEXT: last byte offset of the ended slice */
+    };
     int64_t cycles;     /* TRACE_BLOCK_END and TRACE_INSN */
     uint32_t code_id;   /* from trace_define_code */
     int32_t offset;
@@ -48,6 +55,8 @@ typedef struct {
 typedef struct trace_thread {
     trace_record *cur;  /* next free slot */
     trace_record *end;  /* one past the last slot of the current buffer */
+    trace_record *start; /* first slot of the current buffer: records from
+                            here to cur may still be amended by their producer */
     struct trace_thread_private *opaque;
 } trace_thread;
 

@@ -50,7 +50,7 @@ static struct {
     _Atomic size_t allocated;
     _Atomic uint64_t free_head;      /* tag << 32 | (index + 1) */
     _Atomic(trace_buf *) queue;
-    _Atomic int closing, stop, failed, dropping, writer_sleeping;
+    _Atomic int closing, stop, failed, dropping;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t thread;
@@ -297,11 +297,9 @@ static void queue_push(trace_buf *buf)
         buf->next = head;
     while (!atomic_compare_exchange_weak_explicit(&g.queue, &head, buf, memory_order_release,
                                                   memory_order_relaxed));
-    /* seq_cst pairs with the writer's store to writer_sleeping then re-check of
-     * the queue; a signal lost between its re-check and its wait only costs
-     * the timed wait's latency. */
-    if (atomic_load(&g.writer_sleeping))
-        pthread_cond_signal(&g.cv);
+    /* No wake-up: a futex call per buffer would cost the traced program a
+     * system call every ~1600 records. The idle writer polls every
+     * WRITER_POLL_NS instead; the memory bound holds hundreds of ms of records. */
 }
 
 /* Dropping begins where the thread's records stop: at its last record (the
@@ -317,7 +315,7 @@ static void start_dropping(trace_tt *t, trace_buf *full)
     }
     t->buf = NULL;
     t->dropping = 1;
-    t->pub.cur = t->pub.end = NULL;
+    t->pub.cur = t->pub.end = t->pub.start = NULL;
     atomic_store_explicit(&g.dropping, 1, memory_order_relaxed);
 }
 
@@ -339,6 +337,7 @@ trace_record *trace_reserve_slow(trace_thread *thread)
             fresh->owner = t;
             fresh->drop = 0;
             t->buf = fresh;
+            thread->start = fresh->recs;
             thread->cur = fresh->recs + 1;
             thread->end = fresh->recs + TRACE_BUF_RECORDS;
             return fresh->recs;
@@ -523,6 +522,17 @@ static void transcribe(trace_buf *buf)
                 fmt->slice_end(w, t, ns, r->kind == TRACE_FUNC_END ? SLICE_FUNC : SLICE_BLOCK, r);
             }
             break;
+        case TRACE_BLOCK_NEXT:
+            if (t->depth) {
+                trace_record ended = *r;
+                ended.offset = (int32_t)r->end_offset;
+                last = ns = end_time(t, ns);
+                t->depth--;
+                fmt->slice_end(w, t, ns, SLICE_BLOCK, &ended);
+            }
+            if (stack_push(t, SLICE_BLOCK, ns) == 0)
+                fmt->block_begin(w, t, ns, r);
+            break;
         case TRACE_INSN: {
             /* The instruction lane follows the same rules as the thread's
              * track: no piece starts before the previous one ends, and each
@@ -577,6 +587,8 @@ static int drain_queue(void)
     return 1;
 }
 
+#define WRITER_POLL_NS (1000 * 1000)
+
 static void *writer_main(void *arg)
 {
     (void)arg;
@@ -591,18 +603,16 @@ static void *writer_main(void *arg)
          * leaves a file that is as recent as possible. */
         out_flush();
         pthread_mutex_lock(&g.mu);
-        atomic_store(&g.writer_sleeping, 1);
         if (!atomic_load(&g.queue) && !atomic_load(&g.stop)) {
             struct timespec deadline;
             clock_gettime(CLOCK_REALTIME, &deadline);
-            deadline.tv_nsec += 20 * 1000 * 1000;
+            deadline.tv_nsec += WRITER_POLL_NS;
             if (deadline.tv_nsec >= 1000000000) {
                 deadline.tv_sec++;
                 deadline.tv_nsec -= 1000000000;
             }
             pthread_cond_timedwait(&g.cv, &g.mu, &deadline);
         }
-        atomic_store(&g.writer_sleeping, 0);
         pthread_mutex_unlock(&g.mu);
     }
     return NULL;
@@ -787,7 +797,7 @@ int trace_close(trace_stats *stats)
             t->buf = NULL;
             queue_push(buf);
         }
-        t->pub.cur = t->pub.end = NULL;
+        t->pub.cur = t->pub.end = t->pub.start = NULL;
     }
     atomic_store(&g.stop, 1);
     pthread_mutex_lock(&g.mu);
