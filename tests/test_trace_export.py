@@ -199,3 +199,26 @@ def test_sigkill_leaves_a_file_a_tolerant_parser_accepts(tmp_path):
     trace = tracecheck.load_json(path, tolerant=True)
     slices = tracecheck.check_nesting(trace, allow_open=True)
     assert len(function_slices(slices)) > 100
+
+
+# The writer thread makes the process multi-threaded; CPython warns about fork.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_forked_while_tracing_runs_untraced_and_the_parent_finishes(tmp_path):
+    path = tmp_path / "fork.json"
+    ocular.start_tracing(deinstrument_threshold=0, output=str(path))
+    workloads.fib(10)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: untraced, no tool of ours, normal exit with atexit
+        ok = not ocular.is_tracing() and sys.monitoring.get_tool(2) is None
+        ok = ok and workloads.loops(100) == workloads.loops(100)
+        os.write(write_end, b"ok" if ok else b"no")
+        os._exit(0)
+    os.close(write_end)
+    assert os.read(read_end, 2) == b"ok"
+    assert os.waitpid(pid, 0)[1] == 0
+    workloads.fib(10)
+    profile = ocular.stop_tracing()
+    assert functions_of(profile, workloads)["fib"].calls == 2 * 177
+    trace = tracecheck.load_json(path)
+    assert collections.Counter(s.name for s in function_slices(tracecheck.check_nesting(trace)))["fib"] == 354

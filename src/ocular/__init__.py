@@ -316,6 +316,23 @@ def stop_tracing():
     return profile
 
 
+def _after_fork_in_child():
+    # A child forked while tracing runs untraced: the run, its tool id and its
+    # trace file belong to the parent.
+    global _run, _lock
+    _lock = threading.Lock()  # the parent may have held it at fork
+    run, _run = _run, None
+    if run is None:
+        return
+    _engine.abandon_after_fork()
+    _unhook(run)
+    _watch_thread_names(False)
+    _engine.reset()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @atexit.register
 def _stop_at_exit():
     # Events still fire during atexit handlers; stopping here flushes the

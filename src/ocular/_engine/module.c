@@ -268,6 +268,21 @@ static PyObject *finish_trace(PyObject *module, PyObject *names)
                          "failed", failed ? Py_True : Py_False);
 }
 
+/* In a child forked while tracing: stop recording and drop the trace, which
+ * belongs to the parent (its writer thread was not copied into the child). */
+static PyObject *abandon_after_fork(PyObject *module, PyObject *unused)
+{
+    (void)module, (void)unused;
+    engine.recording = 0;
+    if (engine.exporting) {
+        trace_abandon();
+        engine.exporting = 0;
+    }
+    for (thread_data *td = all_threads; td; td = td->next)
+        td->trace = NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *reset(PyObject *module, PyObject *unused)
 {
     (void)module, (void)unused;
@@ -307,6 +322,7 @@ static PyMethodDef engine_methods[] = {
     {"collect", collect, METH_NOARGS, "Raw per-code counters of the run."},
     {"finish_trace", finish_trace, METH_O, "Close the trace file; returns its statistics."},
     {"reset", reset, METH_NOARGS, "Release everything the run holds."},
+    {"abandon_after_fork", abandon_after_fork, METH_NOARGS, "In a forked child: stop, leave the trace."},
     {"is_recording", is_recording, METH_NOARGS, "True while callbacks record."},
     {NULL, NULL, 0, NULL},
 };

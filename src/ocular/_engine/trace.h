@@ -95,6 +95,10 @@ trace_thread *trace_thread_new(uint64_t native_tid);
 /* Give a thread its Python name (may be called at any time before close). */
 void trace_thread_set_name(uint64_t native_tid, const char *name);
 
+/* In a forked child: forget the trace without touching the writer thread
+ * (it does not exist there) or the file's contents (the parent finishes it). */
+void trace_abandon(void);
+
 /* Flush every thread's partial buffer (exited threads included), join the
  * writer, finish and close the file. Safe to call once after trace_open. */
 int trace_close(trace_stats *stats);

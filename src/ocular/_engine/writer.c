@@ -693,6 +693,15 @@ static void release_all(void)
     g.open = 0;
 }
 
+void trace_abandon(void)
+{
+    if (g.open && g.fd >= 0)
+        close(g.fd); /* the child's copy of the descriptor only */
+    /* Buffers and tables are left to the child's exit: freeing them would
+     * need the locks a thread of the parent may have held at fork. */
+    memset(&g, 0, sizeof g);
+}
+
 int trace_open(const char *path, size_t max_buffer_bytes, clock_converter conv)
 {
     if (g.open || !path) {
