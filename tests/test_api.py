@@ -21,7 +21,7 @@ def no_tool_of_ours():
     "kwargs, error, words",
     [
         ({"mode": "fast"}, ValueError, ["'adaptive'", "'precise'", "'fast'"]),
-        ({"mode": None}, TypeError, ["'adaptive'", "'precise'"]),
+        ({"mode": None}, ValueError, ["'adaptive'", "'precise'", "None"]),
         ({"deinstrument_threshold": True}, TypeError, ["deinstrument_threshold", "bool"]),
         ({"deinstrument_threshold": 1.5}, TypeError, ["deinstrument_threshold", "float"]),
         ({"deinstrument_threshold": "5"}, TypeError, ["deinstrument_threshold"]),

@@ -106,9 +106,7 @@ def _check_patterns(name, value):
 
 
 def _check_arguments(mode, perfetto, threshold, exclude, include_only, output, max_buffer_mb):
-    if not isinstance(mode, str):
-        raise TypeError(f"mode must be one of {', '.join(map(repr, MODES))}, not {type(mode).__name__}")
-    if mode not in MODES:
+    if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, not {mode!r}")
     if not isinstance(perfetto, bool):
         raise TypeError(f"perfetto must be True or False, not {type(perfetto).__name__}")
