@@ -67,7 +67,11 @@ static inline thread_data *thread_current(void)
  * in foreign threads), so a stored pointer could dangle. */
 static inline int32_t python_depth(void)
 {
+#if PY_VERSION_HEX >= 0x030D0000
+    PyThreadState *pystate = PyThreadState_GetUnchecked();
+#else
     PyThreadState *pystate = _PyThreadState_UncheckedGet();
+#endif
     return pystate->py_recursion_limit - pystate->py_recursion_remaining;
 }
 
