@@ -322,6 +322,13 @@ static uint8_t *name_ref(uint8_t *p, uint32_t iid, const char *name, size_t len)
     return STR(p, "\xBA\x01", name, len);     /* name, when interning ran out of memory */
 }
 
+/* InternedData.event_names entry {iid, name}, written at p. */
+static uint8_t *intern_event_name(uint8_t *p, uint32_t iid, const char *name, size_t len)
+{
+    uint8_t *entry = OPEN(p, "\x12");
+    return close_msg(entry, STR(uint_field(entry, 0x08, iid), "\x12", name, len));
+}
+
 /* BEGIN of a block or an instruction on sequence s. */
 static void begin_named(trace_writer *w, sequence *s, uint64_t ns, const trace_record *r)
 {
@@ -334,9 +341,7 @@ static void begin_named(trace_writer *w, sequence *s, uint64_t ns, const trace_r
     if (!iid && (iid = map_put(&s->names, key, s->next_iid))) {
         s->next_iid++;
         uint8_t *interned = OPEN(p, "\x62");
-        uint8_t *entry = OPEN(interned, "\x12");  /* event_names */
-        p = close_msg(entry, STR(uint_field(entry, 0x08, iid), "\x12", name, len));
-        p = close_msg(interned, p);
+        p = close_msg(interned, intern_event_name(interned, iid, name, len));
     }
     p = packet_head(p, s, ns);
     uint8_t *ev = OPEN(p, "\x5A");
@@ -379,12 +384,11 @@ static void pf_func_begin(trace_writer *w, trace_tt *t, uint64_t ns, uint32_t co
     if (!iid && (iid = map_put(&pt->funcs, code_id, s->next_iid))) {
         s->next_iid++;
         uint8_t *interned = OPEN(p, "\x62");
-        uint8_t *entry = OPEN(interned, "\x12");                    /* event_names */
-        p = close_msg(entry, STR(uint_field(entry, 0x08, iid), "\x12", name, len));
+        p = intern_event_name(interned, iid, name, len);
         if (code) {
             /* The function's location as an interned SourceLocation, sharing
              * the name's iid: 3 bytes per call instead of a file string. */
-            entry = OPEN(p, "\x22");                                /* source_locations */
+            uint8_t *entry = OPEN(p, "\x22");                       /* source_locations */
             p = uint_field(entry, 0x08, iid);
             p = STR(p, "\x12", code->filename, flen);
             p = STR(p, "\x1A", name, len);

@@ -693,6 +693,18 @@ static void release_all(void)
     g.open = 0;
 }
 
+/* A trace_open that got as far as opening the file fails: remove what it
+ * created and release everything; returns -1 with errno = err. */
+static int abandon_open(const char *path, int created, int err)
+{
+    close(g.fd);
+    if (created)
+        unlink(path);
+    release_all();
+    errno = err;
+    return -1;
+}
+
 void trace_abandon(void)
 {
     if (g.open && g.fd >= 0)
@@ -762,24 +774,11 @@ int trace_open(const char *path, size_t max_buffer_bytes, clock_converter conv)
         errno = saved;
         return -1;
     }
-    if (fmt->file_begin(&g.w) < 0) {
-        int saved = errno ? errno : ENOMEM;
-        close(g.fd);
-        if (created)
-            unlink(path);
-        release_all();
-        errno = saved;
-        return -1;
-    }
+    if (fmt->file_begin(&g.w) < 0)
+        return abandon_open(path, created, errno ? errno : ENOMEM);
     int rc = pthread_create(&g.thread, NULL, writer_main, NULL);
-    if (rc) {
-        close(g.fd);
-        if (created)
-            unlink(path);
-        release_all();
-        errno = rc;
-        return -1;
-    }
+    if (rc)
+        return abandon_open(path, created, rc);
     return 0;
 nomem:
     release_all();
