@@ -538,7 +538,25 @@ CALLBACK(on_instruction)
     if (UNLIKELY(site == SITE_SKIP))
         return result_disable();
     shadow_frame *f = frame_of_edge(td, ci, unit, now);
-    if (LIKELY(f != NULL)) {
+    if (UNLIKELY(f == NULL))
+        return site_result(site);
+    int32_t timed = f->seg_start;
+    if (LIKELY(!(f->traced | f->tainted) && timed >= 0)) {
+        /* The steady state: the previous instruction of this frame ran from
+         * its event to this one, unless a DISABLEd instruction lay between. */
+        int64_t ticks = f->seg_ticks + (int64_t)(now - f->resumed_at) -
+                        (int64_t)(f->pieces + 1) * engine.event_cost;
+        ci->self_cycles += ticks;
+        if (LIKELY(unit == ci->next_unit[timed]) || precise_successor(ci, timed, unit))
+            ci->insn_cycles[timed] += ticks;
+        else
+            engine.unattributed += ticks;
+        f->seg_start = unit;
+        f->seg_ticks = 0;
+        f->pieces = 0;
+        f->resumed_at = now;
+    }
+    else {
         close_segment(td, f, unit, now);
         open_segment(td, f, unit, now);
     }
