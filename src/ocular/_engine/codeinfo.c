@@ -63,12 +63,24 @@ void codeinfo_registry_clear(void)
     codeinfo_count = registry_capacity = 0;
 }
 
+int64_t codeinfo_self_cycles(const codeinfo *ci)
+{
+    int64_t total = ci->unplaced_self;
+    if (ci->insn_cycles)
+        for (int32_t unit = 0; unit < ci->n_units; unit++)
+            total += ci->insn_cycles[unit];
+    else
+        for (int32_t b = 0; b < ci->n_blocks; b++)
+            total += ci->blocks[b].cycles;
+    return total;
+}
+
 void codeinfo_registry_zero(void)
 {
     for (uint32_t i = 0; i < codeinfo_count; i++) {
         codeinfo *ci = codeinfo_registry[i];
         ci->calls = 0;
-        ci->self_cycles = 0;
+        ci->unplaced_self = 0;
         for (int32_t b = 0; b < ci->n_blocks; b++)
             ci->blocks[b].hits = 0, ci->blocks[b].cycles = 0;
         if (ci->site_hits)

@@ -63,7 +63,7 @@ typedef struct codeinfo {
     uint64_t *insn_hits;       /* [n_units] INSTRUCTION site hits, precise mode only */
     int32_t *next_unit;        /* [n_units] precise: fall-through successor of an instruction */
     uint64_t calls;            /* PY_START events */
-    int64_t self_cycles;
+    int64_t unplaced_self;     /* self ticks no block or instruction got (the rest is theirs) */
 } codeinfo;
 
 /* Opcode facts handed over from Python at import (they move between versions). */
@@ -97,6 +97,9 @@ extern uint32_t codeinfo_count;
 
 /* Detach from co_extra, release the code objects, free everything. */
 void codeinfo_registry_clear(void);
+
+/* A function's self ticks: its blocks' or instructions' plus unplaced_self. */
+int64_t codeinfo_self_cycles(const codeinfo *ci);
 
 /* Sum of every site's hits. */
 uint64_t codeinfo_registry_site_hits(void);

@@ -15,7 +15,8 @@
 enum { MODE_ADAPTIVE = 0, MODE_PRECISE = 1 };
 
 typedef struct {
-    int recording;            /* callbacks record only while set */
+    int recording;            /* callbacks record only while set (engine_set_recording) */
+    uint64_t live_run;        /* run_id while recording, else 0: the hot path's one check */
     int mode;
     uint32_t threshold;       /* hits per site before DISABLE; 0 = never */
     uint64_t run_id;          /* bumped per start: stale thread data is recognised by it */
@@ -37,6 +38,12 @@ typedef struct {
 } engine_state;
 
 extern engine_state engine;
+
+static inline void engine_set_recording(int on)
+{
+    engine.recording = on;
+    engine.live_run = on ? engine.run_id : 0;
+}
 
 /* An internal failure: stop recording, remember why (reported at stop). */
 void engine_fail(const char *why);

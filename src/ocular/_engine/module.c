@@ -19,7 +19,7 @@ void engine_fail(const char *why)
 {
     if (!engine.failure)
         engine.failure = why;
-    engine.recording = 0;
+    engine_set_recording(0);
 }
 
 /* set_opcode_table(caches: bytes[256], flags: list[int] of 256) */
@@ -59,7 +59,7 @@ static PyObject *callbacks(PyObject *module, PyObject *mode_obj)
 
 static void release_run(void)
 {
-    engine.recording = 0;
+    engine_set_recording(0);
     monitor_forget_code();
     codeinfo_registry_clear();
     threads_clear();
@@ -125,7 +125,7 @@ static PyObject *start(PyObject *module, PyObject *args)
     engine.failure = NULL;
     engine.run_id++;
     run_active = 1;
-    engine.recording = 1;
+    engine_set_recording(1);
     Py_RETURN_NONE;
 }
 
@@ -148,7 +148,7 @@ static PyObject *stop(PyObject *module, PyObject *unused)
     if (!run_active)
         Py_RETURN_NONE;
     int was_recording = engine.recording;
-    engine.recording = 0;
+    engine_set_recording(0);
     stopped = clock_anchor_now();
     if (was_recording || engine.failure)
         monitor_close_all(stopped.tsc);
@@ -204,7 +204,7 @@ static PyObject *collect_one(const codeinfo *ci)
         PyList_SET_ITEM(blocks, b, item);
     }
     return Py_BuildValue("(OKLNNNN)", ci->code, (unsigned long long)ci->calls,
-                         (long long)ci->self_cycles, blocks,
+                         (long long)codeinfo_self_cycles(ci), blocks,
                          nonzero_units(ci, ci->site_hits, NULL),
                          nonzero_units(ci, ci->site_hits_alt, NULL),
                          nonzero_units(ci, ci->insn_hits, ci->insn_cycles));
@@ -273,7 +273,7 @@ static PyObject *finish_trace(PyObject *module, PyObject *names)
 static PyObject *abandon_after_fork(PyObject *module, PyObject *unused)
 {
     (void)module, (void)unused;
-    engine.recording = 0;
+    engine_set_recording(0);
     if (engine.exporting) {
         trace_abandon();
         engine.exporting = 0;

@@ -22,6 +22,7 @@
  *     start on an empty function, and subtracted here.
  *   - Whatever cannot be attributed goes to engine.unattributed. */
 #include <stddef.h>
+#include <string.h>
 #include "codeinfo.h"
 #include "engine.h"
 #include "monitor.h"
@@ -51,22 +52,28 @@ static inline int32_t unit_of(PyObject *offset, const codeinfo *ci)
     return (int32_t)unit;
 }
 
-/* The previous event's code object and its data: loops deliver runs of
- * events from one code object. The registry keeps every described code
- * object alive for the whole run, so the pointer cannot be reused meanwhile. */
-static PyObject *last_code;
-static codeinfo *last_codeinfo;
+/* Code object -> its data, for events that do not come from the top frame
+ * (a call's start, a frame we never saw). Direct-mapped on the pointer: a
+ * call-heavy loop cycles through a handful of code objects. The registry keeps
+ * every described code object alive for the whole run, so no pointer in here
+ * can be reused by another code object meanwhile. */
+#define CODE_CACHE_SIZE 64
+static struct {
+    PyObject *code;
+    codeinfo *ci;
+} code_cache[CODE_CACHE_SIZE];
 
 void monitor_forget_code(void)
 {
-    last_code = NULL;
-    last_codeinfo = NULL;
+    memset(code_cache, 0, sizeof(code_cache));
 }
 
 static inline codeinfo *code_info(PyObject *code)
 {
-    if (LIKELY(code == last_code))
-        return last_codeinfo;
+    uintptr_t bits = (uintptr_t)code;
+    size_t slot = (size_t)((bits >> 4) ^ (bits >> 10)) % CODE_CACHE_SIZE;
+    if (LIKELY(code_cache[slot].code == code))
+        return code_cache[slot].ci;
     /* 3.13's PyMonitoring_Fire* API lets C code (e.g. Cython) pass look-alike
      * "code" objects; GetExtra would raise on them. */
     if (UNLIKELY(!PyCode_Check(code)))
@@ -75,8 +82,8 @@ static inline codeinfo *code_info(PyObject *code)
     PyUnstable_Code_GetExtra(code, engine.extra_index, &extra);
     codeinfo *ci = extra ? (codeinfo *)extra : codeinfo_build(code);
     if (ci) {
-        last_code = code;
-        last_codeinfo = ci;
+        code_cache[slot].code = code;
+        code_cache[slot].ci = ci;
     }
     return ci;
 }
@@ -193,6 +200,13 @@ static int precise_successor(const codeinfo *ci, int32_t unit, int32_t next)
     return 0;
 }
 
+/* The function's own ticks that no block or instruction can be given. */
+static inline void unplaced(codeinfo *ci, int64_t ticks)
+{
+    ci->unplaced_self += ticks;
+    engine.unattributed += ticks;
+}
+
 /* Close a segment that did not take close_segment's fast path. */
 static void close_segment_slow(thread_data *td, shadow_frame *f, int32_t end_unit, uint64_t now,
                                int64_t ticks)
@@ -205,16 +219,15 @@ static void close_segment_slow(thread_data *td, shadow_frame *f, int32_t end_uni
         engine.unattributed += ticks;
         return;
     }
-    ci->self_cycles += ticks;
     if (start < 0 || end_unit < 0) {
-        engine.unattributed += ticks;
+        unplaced(ci, ticks);
         return;
     }
     if (engine.mode == MODE_PRECISE) {
         if (end_unit == start || precise_successor(ci, start, end_unit))
             ci->insn_cycles[start] += ticks;
         else
-            engine.unattributed += ticks;
+            unplaced(ci, ticks);
         return;
     }
     uint32_t first = ci->block_of[start], last = ci->block_of[end_unit];
@@ -223,44 +236,45 @@ static void close_segment_slow(thread_data *td, shadow_frame *f, int32_t end_uni
         ci->blocks[first].cycles += ticks;
     }
     else if (!charge_path(ci, first, last, ticks))
-        engine.unattributed += ticks;
+        unplaced(ci, ticks);
 }
 
 /* Close the top-of-stack frame's segment at `end_unit` (the source of the
  * event, -1 when the event says nothing about where the frame was). The fast
- * path is the adaptive steady state: one block, nothing to write out. */
-static inline void close_segment(thread_data *td, shadow_frame *f, int32_t end_unit, uint64_t now)
+ * path is the adaptive steady state: one block, nothing to write out. `mode`
+ * is a constant where the caller knows it (edges are adaptive-only). */
+static inline void close_segment(thread_data *td, shadow_frame *f, int32_t end_unit, uint64_t now,
+                                 int mode)
 {
-    int64_t ticks = f->seg_ticks + (int64_t)(now - f->resumed_at) -
-                    (int64_t)(f->pieces + 1) * engine.event_cost;
+    int64_t ticks = (int64_t)(now - f->origin);
     codeinfo *ci = f->ci;
     int32_t start = f->seg_start;
-    if (LIKELY(!(f->traced | f->tainted) && (start | end_unit) >= 0 && engine.mode == MODE_ADAPTIVE)) {
+    if (LIKELY(mode == MODE_ADAPTIVE && !(f->traced | f->tainted) && (start | end_unit) >= 0)) {
         uint32_t first = ci->block_of[start], last = ci->block_of[end_unit];
-        ci->self_cycles += ticks;
         if (LIKELY(first == last)) {
             ci->blocks[first].hits++;
             ci->blocks[first].cycles += ticks;
         }
         else if (!charge_path(ci, first, last, ticks))
-            engine.unattributed += ticks;
+            unplaced(ci, ticks);
         return;
     }
     close_segment_slow(td, f, end_unit, now, ticks);
 }
 
 /* Begin the frame's next segment at `unit` (-1: unknown until its next event). */
-static inline void open_segment(thread_data *td, shadow_frame *f, int32_t unit, uint64_t now)
+static inline __attribute__((always_inline)) void open_segment(thread_data *td, shadow_frame *f,
+                                                              int32_t unit, uint64_t now, int mode)
 {
-    if (unit >= 0 && engine.mode == MODE_ADAPTIVE && UNLIKELY(!(f->ci->unit_flags[unit] & UNIT_LEADER)))
+    if (unit >= 0 && mode == MODE_ADAPTIVE && UNLIKELY(!(f->ci->unit_flags[unit] & UNIT_LEADER)))
         if (codeinfo_split(f->ci, unit) < 0)
             unit = -1;
     f->seg_start = unit;
-    f->seg_ticks = 0;
-    f->pieces = 0;
+    f->origin = now + (uint64_t)engine.event_cost;
     f->tainted = 0;
     f->resumed_at = now;
-    emit_block_begin(td, f, now);
+    if (UNLIKELY(f->traced))
+        emit_block_begin(td, f, now);
 }
 
 /* ---- the shadow stack ---------------------------------------------------- */
@@ -273,7 +287,7 @@ static void lose_frames(thread_data *td, int32_t depth, uint64_t now)
     int running = 1;
     while (td->count && td->frames[td->count - 1].py_depth > depth) {
         shadow_frame *f = &td->frames[--td->count];
-        engine.unattributed += f->seg_ticks + (running ? (int64_t)(now - f->resumed_at) : 0);
+        engine.unattributed += running ? (int64_t)(now - f->origin) : f->seg_ticks;
         running = 0;
         engine.lost_frames++;
         emit_block_end(td, f, now, -1, 0);
@@ -283,7 +297,7 @@ static void lose_frames(thread_data *td, int32_t depth, uint64_t now)
     if (td->count) {
         shadow_frame *top = &td->frames[td->count - 1];
         top->tainted = 1;
-        top->resumed_at = now;
+        frame_resume(top, now);
     }
 }
 
@@ -312,31 +326,31 @@ static shadow_frame *push_frame(thread_data *td, codeinfo *ci, int32_t depth, in
     if (td->count) {
         shadow_frame *caller = &td->frames[td->count - 1];
         emit_insn_piece(td, caller, now);
-        caller->seg_ticks += (int64_t)(now - caller->resumed_at);
-        caller->pieces++;
+        frame_pause(caller, now);
     }
     if (UNLIKELY(td->count == td->capacity) && thread_grow(td) < 0)
         return NULL;
     shadow_frame *f = &td->frames[td->count++];
     f->ci = ci;
+    f->code = ci->code;
     f->py_depth = depth;
     f->traced = td->trace && td->count <= TRACE_MAX_FRAMES && !ci->is_calibration;
     if (f->traced)
         emit(td, TRACE_FUNC_BEGIN, now, 0, ci, -1, 0);
-    open_segment(td, f, unit, now);
+    open_segment(td, f, unit, now, engine.mode);
     return f;
 }
 
 static void pop_frame(thread_data *td, shadow_frame *f, int32_t end_unit, uint64_t now)
 {
-    close_segment(td, f, end_unit, now);
-    if (UNLIKELY(f->ci->is_calibration))
-        monitor_calibration_sample(f->seg_ticks + (int64_t)(now - f->resumed_at));
+    close_segment(td, f, end_unit, now, engine.mode);
+    if (UNLIKELY(f->ci->is_calibration)) /* the event cost is 0 while calibrating */
+        monitor_calibration_sample((int64_t)(now - f->origin));
     if (f->traced)
         emit(td, TRACE_FUNC_END, now, 0, NULL, -1, 0);
     td->count--;
     if (td->count)
-        td->frames[td->count - 1].resumed_at = now;
+        frame_resume(&td->frames[td->count - 1], now);
 }
 
 /* A frame we never saw start has ended. Its time ran inside the caller's
@@ -349,25 +363,31 @@ static inline void unseen_frame_ended(thread_data *td)
 
 /* ---- callbacks ----------------------------------------------------------- */
 
-/* Shared prologue: the code's data and the event's code unit, or bail out.
- * A code object's events always carry exact ints for offsets; the code check
- * in code_info keeps look-alike objects (and their arguments) out. */
+/* Shared prologue: the thread's data, the code's data and the event's code
+ * unit, or bail out. Most events come from the frame on top of the shadow
+ * stack, whose code data is at hand; only the others look it up. A code
+ * object's events always carry exact ints for offsets; the code check in
+ * code_info keeps look-alike objects (and their arguments) out. */
 #define PROLOGUE(nargs_needed)                                                 \
     uint64_t now = clock_tsc();                                                \
     if (UNLIKELY(PyVectorcall_NARGS(nargsf) < (nargs_needed)))                 \
         return result_none();                                                  \
-    if (UNLIKELY(!engine.recording))                                           \
-        return not_recording(local);                                           \
-    codeinfo *ci = code_info(args[0]);                                         \
-    if (UNLIKELY(!ci))                                                         \
-        return result_none();                                                  \
-    if (UNLIKELY(ci->state != CI_TRACED))                                      \
-        return local ? result_disable() : result_none();                       \
-    int32_t unit = unit_of(args[1], ci);                                       \
-    if (UNLIKELY(unit < 0))                                                    \
-        return result_none();                                                  \
     thread_data *td = thread_current();                                        \
     if (UNLIKELY(!td))                                                         \
+        return not_recording(local);                                           \
+    shadow_frame *top = thread_top(td);                                        \
+    codeinfo *ci;                                                              \
+    if (LIKELY(top && top->code == args[0]))                                   \
+        ci = top->ci;                                                          \
+    else {                                                                     \
+        ci = code_info(args[0]);                                               \
+        if (UNLIKELY(!ci))                                                     \
+            return result_none();                                              \
+        if (UNLIKELY(ci->state != CI_TRACED))                                  \
+            return local ? result_disable() : result_none();                   \
+    }                                                                          \
+    int32_t unit = unit_of(args[1], ci);                                       \
+    if (UNLIKELY(unit < 0))                                                    \
         return result_none();                                                  \
     (void)now
 
@@ -453,11 +473,11 @@ CALLBACK(on_py_unwind) { UNUSED_CALLBACK_ARGS; return on_pop(args, nargsf, 0); }
  * frame we never saw start (already running when tracing began, or its start
  * is DISABLEd) is adopted, its segment beginning at `start_unit`. Returns
  * NULL when the event only began a segment. */
-static inline shadow_frame *frame_of_edge(thread_data *td, codeinfo *ci, int32_t start_unit,
-                                          uint64_t now)
+static inline shadow_frame *frame_of_edge(thread_data *td, shadow_frame *top, codeinfo *ci,
+                                          int32_t start_unit, uint64_t now)
 {
-    if (LIKELY(td->count && td->frames[td->count - 1].ci == ci))
-        return &td->frames[td->count - 1];
+    if (LIKELY(top && top->ci == ci))
+        return top;
     int32_t depth = python_depth();
     shadow_frame *f = frame_for_event(td, ci, depth, now);
     if (f)
@@ -478,10 +498,10 @@ static inline PyObject *on_edge(PyObject *const *args, size_t nargsf, int alt)
     if (UNLIKELY(site == SITE_SKIP))
         return result_disable();
     int32_t dest = unit_of(args[2], ci);
-    shadow_frame *f = frame_of_edge(td, ci, dest, now);
+    shadow_frame *f = frame_of_edge(td, top, ci, dest, now);
     if (LIKELY(f != NULL)) {
-        close_segment(td, f, unit, now);
-        open_segment(td, f, dest, now);
+        close_segment(td, f, unit, now, MODE_ADAPTIVE);
+        open_segment(td, f, dest, now, MODE_ADAPTIVE);
     }
     return site_result(site);
 }
@@ -507,8 +527,8 @@ CALLBACK(on_raise)
          * before the CALL (3.13) or on its last cache entry (3.12). */
         if (engine.mode == MODE_PRECISE && f->seg_start >= 0)
             unit = unit >= f->seg_start - 1 && unit < ci->next_unit[f->seg_start] ? f->seg_start : -1;
-        close_segment(td, f, unit, now);
-        open_segment(td, f, -1, now);
+        close_segment(td, f, unit, now, engine.mode);
+        open_segment(td, f, -1, now, engine.mode);
     }
     return result_none();
 }
@@ -522,8 +542,8 @@ CALLBACK(on_exception_handled)
     engine.global_events++;
     shadow_frame *f = frame_for_event(td, ci, python_depth(), now);
     if (f) {
-        close_segment(td, f, -1, now);
-        open_segment(td, f, unit, now);
+        close_segment(td, f, -1, now, engine.mode);
+        open_segment(td, f, unit, now, engine.mode);
     }
     return result_none();
 }
@@ -537,28 +557,25 @@ CALLBACK(on_instruction)
     int site = count_site(ci->insn_hits, unit, ci->limit);
     if (UNLIKELY(site == SITE_SKIP))
         return result_disable();
-    shadow_frame *f = frame_of_edge(td, ci, unit, now);
+    shadow_frame *f = frame_of_edge(td, top, ci, unit, now);
     if (UNLIKELY(f == NULL))
         return site_result(site);
     int32_t timed = f->seg_start;
     if (LIKELY(!(f->traced | f->tainted) && timed >= 0)) {
         /* The steady state: the previous instruction of this frame ran from
          * its event to this one, unless a DISABLEd instruction lay between. */
-        int64_t ticks = f->seg_ticks + (int64_t)(now - f->resumed_at) -
-                        (int64_t)(f->pieces + 1) * engine.event_cost;
-        ci->self_cycles += ticks;
+        int64_t ticks = (int64_t)(now - f->origin);
         if (LIKELY(unit == ci->next_unit[timed]) || precise_successor(ci, timed, unit))
             ci->insn_cycles[timed] += ticks;
         else
-            engine.unattributed += ticks;
+            unplaced(ci, ticks);
         f->seg_start = unit;
-        f->seg_ticks = 0;
-        f->pieces = 0;
+        f->origin = now + (uint64_t)engine.event_cost;
         f->resumed_at = now;
     }
     else {
-        close_segment(td, f, unit, now);
-        open_segment(td, f, unit, now);
+        close_segment(td, f, unit, now, MODE_PRECISE);
+        open_segment(td, f, unit, now, MODE_PRECISE);
     }
     return site_result(site);
 }
@@ -572,12 +589,12 @@ void monitor_close_all(uint64_t now)
     for (thread_data *td = all_threads; td; td = td->next) {
         while (td->count) {
             shadow_frame *f = &td->frames[td->count - 1];
-            close_segment(td, f, -1, now);
+            close_segment(td, f, -1, now, engine.mode);
             if (f->traced)
                 emit(td, TRACE_FUNC_END, now, 0, NULL, -1, 0);
             td->count--;
             if (td->count)
-                td->frames[td->count - 1].resumed_at = now;
+                frame_resume(&td->frames[td->count - 1], now);
         }
     }
 }

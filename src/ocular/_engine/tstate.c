@@ -5,8 +5,11 @@ OCULAR_TLS thread_data *tls_thread;
 OCULAR_TLS uint64_t tls_run;
 thread_data *all_threads;
 
-thread_data *thread_attach(void)
+/* The first event of a thread in this run (or any event while not recording). */
+thread_data *thread_enter(void)
 {
+    if (!engine.recording)
+        return NULL;
     thread_data *td = PyMem_RawCalloc(1, sizeof(thread_data));
     if (!td) {
         engine_fail("out of memory for a thread's shadow stack");

@@ -22,17 +22,31 @@
  *
  * A "segment" is the straight-line run of code between two consecutive
  * events of this frame. It is timed in pieces: a callee's start pauses it and
- * the callee's end resumes it; only the top frame's piece is running. */
+ * the callee's end resumes it; only the top frame's piece is running. Every
+ * piece carries the cost of one event, which is taken off as it starts, so
+ * that the running segment's ticks are simply `now - origin`. */
 typedef struct {
     codeinfo *ci;
+    PyObject *code;       /* ci->code, compared first by every event (borrowed from ci) */
     int32_t py_depth;     /* CPython's frame depth: tells recursive frames apart */
     int32_t seg_start;    /* code unit the segment began at; -1 = unknown */
-    int64_t seg_ticks;    /* ticks of the segment's finished pieces */
-    uint64_t resumed_at;  /* top frame: tick its running piece began */
-    uint32_t pieces;      /* finished pieces (each carries one event's overhead) */
+    uint64_t origin;      /* running: the segment's ticks are now - origin */
+    int64_t seg_ticks;    /* paused: the segment's ticks so far */
+    uint64_t resumed_at;  /* tick the running piece began (trace pieces, lost time) */
     uint8_t tainted;      /* the segment includes time of frames we did not see */
     uint8_t traced;       /* its slices go to the trace */
 } shadow_frame;
+
+static inline void frame_pause(shadow_frame *f, uint64_t now)
+{
+    f->seg_ticks = (int64_t)(now - f->origin);
+}
+
+static inline void frame_resume(shadow_frame *f, uint64_t now)
+{
+    f->origin = now + (uint64_t)engine.event_cost - (uint64_t)f->seg_ticks;
+    f->resumed_at = now;
+}
 
 typedef struct thread_data {
     shadow_frame *frames;
@@ -49,16 +63,23 @@ typedef struct thread_data {
 extern OCULAR_TLS thread_data *tls_thread;
 extern OCULAR_TLS uint64_t tls_run;
 
-thread_data *thread_attach(void);
+thread_data *thread_enter(void);
 int thread_grow(thread_data *td);
 extern thread_data *all_threads;
 void threads_clear(void);
 
+/* The calling thread's data, or NULL when not recording. One compare: the
+ * run id is 0 whenever the engine is not recording. */
 static inline thread_data *thread_current(void)
 {
-    if (__builtin_expect(tls_run == engine.run_id, 1))
+    if (__builtin_expect(tls_run == engine.live_run, 1))
         return tls_thread;
-    return thread_attach();
+    return thread_enter();
+}
+
+static inline shadow_frame *thread_top(thread_data *td)
+{
+    return td->count ? &td->frames[td->count - 1] : NULL;
 }
 
 /* CPython counts the Python frames of a thread for its recursion limit; at
