@@ -41,13 +41,18 @@ static inline PyObject *result_disable(void)
     return engine.disable ? Py_NewRef(engine.disable) : Py_None;
 }
 
-/* Offsets arrive as ints in bytes; offsets past 256 bytes are heap ints. */
+/* Offsets arrive as ints in bytes; offsets past 256 bytes are heap ints.
+ * They are never negative, so a compact int with the sign field clear (it is
+ * 2 for negatives; zero's one digit is 0) is read straight from its digit,
+ * without PyUnstable_Long_CompactValue's sign multiply. */
 static inline int32_t unit_of(PyObject *offset, const codeinfo *ci)
 {
-    if (UNLIKELY(!PyUnstable_Long_IsCompact((PyLongObject *)offset)))
+    const PyLongObject *value = (const PyLongObject *)offset;
+    uintptr_t tag = value->long_value.lv_tag;
+    if (UNLIKELY(tag >= (2 << _PyLong_NON_SIZE_BITS) || (tag & 2)))
         return -1;
-    size_t unit = (size_t)PyUnstable_Long_CompactValue((PyLongObject *)offset) >> 1;
-    if (UNLIKELY(unit >= (size_t)ci->n_units)) /* negative values land here too */
+    size_t unit = (size_t)value->long_value.ob_digit[0] >> 1;
+    if (UNLIKELY(unit >= (size_t)ci->n_units))
         return -1;
     return (int32_t)unit;
 }
@@ -370,6 +375,8 @@ static inline void unseen_frame_ended(thread_data *td)
  * code_info keeps look-alike objects (and their arguments) out. */
 #define PROLOGUE(nargs_needed)                                                 \
     uint64_t now = clock_tsc();                                                \
+    PROLOGUE_AT(nargs_needed)
+#define PROLOGUE_AT(nargs_needed)                                              \
     if (UNLIKELY(PyVectorcall_NARGS(nargsf) < (nargs_needed)))                 \
         return result_none();                                                  \
     thread_data *td = thread_current();                                        \
@@ -490,10 +497,10 @@ static inline shadow_frame *frame_of_edge(thread_data *td, shadow_frame *top, co
 /* JUMP, BRANCH (3.12/3.13), BRANCH_LEFT/RIGHT (3.14): (code, src, dest).
  * 3.14's LEFT and RIGHT of one branch report the same source offset, so RIGHT
  * counts its hits separately (`alt`). */
-static inline PyObject *on_edge(PyObject *const *args, size_t nargsf, int alt)
+static PyObject *on_edge(PyObject *const *args, size_t nargsf, int alt, uint64_t now)
 {
     const int local = 1;
-    PROLOGUE(3);
+    PROLOGUE_AT(3);
     int site = count_site(alt ? ci->site_hits_alt : ci->site_hits, unit, ci->limit);
     if (UNLIKELY(site == SITE_SKIP))
         return result_disable();
@@ -506,10 +513,40 @@ static inline PyObject *on_edge(PyObject *const *args, size_t nargsf, int alt)
     return site_result(site);
 }
 
-CALLBACK(on_jump) { UNUSED_CALLBACK_ARGS; return on_edge(args, nargsf, 0); }
-CALLBACK(on_branch) { UNUSED_CALLBACK_ARGS; return on_edge(args, nargsf, 0); }
+/* The steady state of an edge, the most frequent event: the top frame moves
+ * on within one block to a block start, below the threshold, untraced. It
+ * only checks, then commits; anything else goes to on_edge with the tick
+ * already read, which redoes the checks (nothing has been changed yet). */
+static inline PyObject *edge_fast(PyObject *const *args, size_t nargsf, int alt)
+{
+    uint64_t now = clock_tsc();
+    thread_data *td = tls_thread;
+    if (UNLIKELY(tls_run != engine.live_run || !td || !td->count || PyVectorcall_NARGS(nargsf) < 3))
+        return on_edge(args, nargsf, alt, now);
+    shadow_frame *f = &td->frames[td->count - 1];
+    if (UNLIKELY(f->code != args[0] || (f->traced | f->tainted)))
+        return on_edge(args, nargsf, alt, now);
+    codeinfo *ci = f->ci;
+    int32_t start = f->seg_start, src = unit_of(args[1], ci), dest = unit_of(args[2], ci);
+    if (UNLIKELY((start | src | dest) < 0))
+        return on_edge(args, nargsf, alt, now);
+    uint32_t block = ci->block_of[start];
+    uint64_t *hits = alt ? ci->site_hits_alt : ci->site_hits;
+    uint64_t count = hits[src] + 1;
+    if (UNLIKELY(block != ci->block_of[src] || !(ci->unit_flags[dest] & UNIT_LEADER) || count >= ci->limit))
+        return on_edge(args, nargsf, alt, now);
+    hits[src] = count;
+    ci->blocks[block].hits++;
+    ci->blocks[block].cycles += (int64_t)(now - f->origin);
+    f->seg_start = dest;
+    f->origin = now + (uint64_t)engine.event_cost;
+    return result_none();
+}
+
+CALLBACK(on_jump) { UNUSED_CALLBACK_ARGS; return edge_fast(args, nargsf, 0); }
+CALLBACK(on_branch) { UNUSED_CALLBACK_ARGS; return edge_fast(args, nargsf, 0); }
 #if PY_VERSION_HEX >= 0x030E0000
-CALLBACK(on_branch_right) { UNUSED_CALLBACK_ARGS; return on_edge(args, nargsf, 1); }
+CALLBACK(on_branch_right) { UNUSED_CALLBACK_ARGS; return edge_fast(args, nargsf, 1); }
 #endif
 
 /* RAISE, RERAISE (global): the exception leaves the frame's straight line at
@@ -549,35 +586,46 @@ CALLBACK(on_exception_handled)
 }
 
 /* INSTRUCTION (precise mode): each instruction is a segment of its own. */
-CALLBACK(on_instruction)
+static PyObject *on_instruction_slow(PyObject *const *args, size_t nargsf, uint64_t now)
 {
-    UNUSED_CALLBACK_ARGS;
     const int local = 1;
-    PROLOGUE(2);
+    PROLOGUE_AT(2);
     int site = count_site(ci->insn_hits, unit, ci->limit);
     if (UNLIKELY(site == SITE_SKIP))
         return result_disable();
     shadow_frame *f = frame_of_edge(td, top, ci, unit, now);
-    if (UNLIKELY(f == NULL))
-        return site_result(site);
-    int32_t timed = f->seg_start;
-    if (LIKELY(!(f->traced | f->tainted) && timed >= 0)) {
-        /* The steady state: the previous instruction of this frame ran from
-         * its event to this one, unless a DISABLEd instruction lay between. */
-        int64_t ticks = (int64_t)(now - f->origin);
-        if (LIKELY(unit == ci->next_unit[timed]) || precise_successor(ci, timed, unit))
-            ci->insn_cycles[timed] += ticks;
-        else
-            unplaced(ci, ticks);
-        f->seg_start = unit;
-        f->origin = now + (uint64_t)engine.event_cost;
-        f->resumed_at = now;
-    }
-    else {
+    if (LIKELY(f != NULL)) {
         close_segment(td, f, unit, now, MODE_PRECISE);
         open_segment(td, f, unit, now, MODE_PRECISE);
     }
     return site_result(site);
+}
+
+/* The steady state, as for edges: the top frame's previous instruction ran
+ * from its event to this one (its fall-through successor), untraced, below
+ * the threshold. Check, then commit; anything else takes the slow path. */
+CALLBACK(on_instruction)
+{
+    UNUSED_CALLBACK_ARGS;
+    uint64_t now = clock_tsc();
+    thread_data *td = tls_thread;
+    if (UNLIKELY(tls_run != engine.live_run || !td || !td->count || PyVectorcall_NARGS(nargsf) < 2))
+        return on_instruction_slow(args, nargsf, now);
+    shadow_frame *f = &td->frames[td->count - 1];
+    if (UNLIKELY(f->code != args[0] || (f->traced | f->tainted)))
+        return on_instruction_slow(args, nargsf, now);
+    codeinfo *ci = f->ci;
+    int32_t timed = f->seg_start, unit = unit_of(args[1], ci);
+    if (UNLIKELY((timed | unit) < 0))
+        return on_instruction_slow(args, nargsf, now);
+    uint64_t count = ci->insn_hits[unit] + 1;
+    if (UNLIKELY(unit != ci->next_unit[timed] || count >= ci->limit))
+        return on_instruction_slow(args, nargsf, now);
+    ci->insn_hits[unit] = count;
+    ci->insn_cycles[timed] += (int64_t)(now - f->origin);
+    f->seg_start = unit;
+    f->origin = now + (uint64_t)engine.event_cost;
+    return result_none();
 }
 
 /* ---- stopping ------------------------------------------------------------ */
