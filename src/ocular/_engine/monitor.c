@@ -524,7 +524,7 @@ static inline PyObject *edge_fast(PyObject *const *args, size_t nargsf, int alt)
     if (UNLIKELY(tls_run != engine.live_run || !td || !td->count || PyVectorcall_NARGS(nargsf) < 3))
         return on_edge(args, nargsf, alt, now);
     shadow_frame *f = &td->frames[td->count - 1];
-    if (UNLIKELY(f->code != args[0] || (f->traced | f->tainted)))
+    if (UNLIKELY(f->code != args[0] || f->tainted))
         return on_edge(args, nargsf, alt, now);
     codeinfo *ci = f->ci;
     int32_t start = f->seg_start, src = unit_of(args[1], ci), dest = unit_of(args[2], ci);
@@ -535,11 +535,21 @@ static inline PyObject *edge_fast(PyObject *const *args, size_t nargsf, int alt)
     uint64_t count = hits[src] + 1;
     if (UNLIKELY(block != ci->block_of[src] || !(ci->unit_flags[dest] & UNIT_LEADER) || count >= ci->limit))
         return on_edge(args, nargsf, alt, now);
+    int64_t ticks = (int64_t)(now - f->origin);
     hits[src] = count;
     ci->blocks[block].hits++;
-    ci->blocks[block].cycles += (int64_t)(now - f->origin);
+    ci->blocks[block].cycles += ticks;
     f->seg_start = dest;
     f->origin = now + (uint64_t)engine.event_cost;
+    if (UNLIKELY(f->traced)) {
+        /* The slice of the block just left ends where the next one begins:
+         * one NEXT record (emit_block_begin's merge, done directly). */
+        trace_record *record = trace_reserve(td->trace);
+        if (record)
+            *record = (trace_record){.tsc = now, .end_offset = src * 2, .cycles = ticks,
+                                     .kind = TRACE_BLOCK_NEXT, .code_id = ci->id,
+                                     .offset = dest * 2, .line = ci->unit_line[dest]};
+    }
     return result_none();
 }
 
@@ -612,7 +622,7 @@ CALLBACK(on_instruction)
     if (UNLIKELY(tls_run != engine.live_run || !td || !td->count || PyVectorcall_NARGS(nargsf) < 2))
         return on_instruction_slow(args, nargsf, now);
     shadow_frame *f = &td->frames[td->count - 1];
-    if (UNLIKELY(f->code != args[0] || (f->traced | f->tainted)))
+    if (UNLIKELY(f->code != args[0] || f->tainted))
         return on_instruction_slow(args, nargsf, now);
     codeinfo *ci = f->ci;
     int32_t timed = f->seg_start, unit = unit_of(args[1], ci);
@@ -625,6 +635,11 @@ CALLBACK(on_instruction)
     ci->insn_cycles[timed] += (int64_t)(now - f->origin);
     f->seg_start = unit;
     f->origin = now + (uint64_t)engine.event_cost;
+    if (UNLIKELY(f->traced)) {
+        emit(td, TRACE_INSN, f->resumed_at, now, ci, timed,
+             (int64_t)(now - f->resumed_at) - engine.event_cost);
+        f->resumed_at = now;
+    }
     return result_none();
 }
 

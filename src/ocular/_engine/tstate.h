@@ -32,7 +32,8 @@ typedef struct {
     int32_t seg_start;    /* code unit the segment began at; -1 = unknown */
     uint64_t origin;      /* running: the segment's ticks are now - origin */
     int64_t seg_ticks;    /* paused: the segment's ticks so far */
-    uint64_t resumed_at;  /* tick the running piece began (trace pieces, lost time) */
+    uint64_t resumed_at;  /* tick the running piece began; kept for traced frames only
+                             (precise mode's trace pieces) */
     uint8_t tainted;      /* the segment includes time of frames we did not see */
     uint8_t traced;       /* its slices go to the trace */
 } shadow_frame;
