@@ -95,12 +95,12 @@ static inline codeinfo *code_info(PyObject *code)
 
 /* ---- trace records ------------------------------------------------------ */
 
-static inline void emit(thread_data *td, uint16_t kind, uint64_t tsc, uint64_t end_tsc,
-                        const codeinfo *ci, int32_t unit, int64_t cycles)
+static inline trace_record *emit(thread_data *td, uint16_t kind, uint64_t tsc, uint64_t end_tsc,
+                                 const codeinfo *ci, int32_t unit, int64_t cycles)
 {
     trace_record *record = trace_reserve(td->trace);
     if (!record)
-        return;
+        return NULL;
     record->tsc = tsc;
     record->end_tsc = end_tsc;
     record->cycles = cycles;
@@ -109,6 +109,7 @@ static inline void emit(thread_data *td, uint16_t kind, uint64_t tsc, uint64_t e
     record->code_id = ci ? ci->id : 0;
     record->offset = unit * 2;
     record->line = ci && unit >= 0 ? ci->unit_line[unit] : -1;
+    return record;
 }
 
 static inline void emit_block_begin(thread_data *td, const shadow_frame *f, uint64_t now)
@@ -513,18 +514,33 @@ static PyObject *on_edge(PyObject *const *args, size_t nargsf, int alt, uint64_t
     return site_result(site);
 }
 
+/* The frame an in-frame event (edge, instruction) comes from in the steady
+ * state: the thread belongs to the recording run and its top shadow frame runs
+ * this code with an untainted segment. NULL sends the event to the slow path,
+ * which sorts out everything else. */
+static inline shadow_frame *steady_frame(thread_data **td_out, PyObject *const *args, size_t nargsf,
+                                         Py_ssize_t nargs_needed)
+{
+    thread_data *td = tls_thread;
+    if (UNLIKELY(tls_run != engine.live_run || !td || PyVectorcall_NARGS(nargsf) < nargs_needed))
+        return NULL;
+    shadow_frame *f = thread_top(td);
+    if (UNLIKELY(!f || f->code != args[0] || f->tainted))
+        return NULL;
+    *td_out = td;
+    return f;
+}
+
 /* The steady state of an edge, the most frequent event: the top frame moves
- * on within one block to a block start, below the threshold, untraced. It
+ * on within one block to a block start, below the threshold. It
  * only checks, then commits; anything else goes to on_edge with the tick
  * already read, which redoes the checks (nothing has been changed yet). */
 static inline PyObject *edge_fast(PyObject *const *args, size_t nargsf, int alt)
 {
     uint64_t now = clock_tsc();
-    thread_data *td = tls_thread;
-    if (UNLIKELY(tls_run != engine.live_run || !td || !td->count || PyVectorcall_NARGS(nargsf) < 3))
-        return on_edge(args, nargsf, alt, now);
-    shadow_frame *f = &td->frames[td->count - 1];
-    if (UNLIKELY(f->code != args[0] || f->tainted))
+    thread_data *td;
+    shadow_frame *f = steady_frame(&td, args, nargsf, 3);
+    if (UNLIKELY(!f))
         return on_edge(args, nargsf, alt, now);
     codeinfo *ci = f->ci;
     int32_t start = f->seg_start, src = unit_of(args[1], ci), dest = unit_of(args[2], ci);
@@ -544,11 +560,9 @@ static inline PyObject *edge_fast(PyObject *const *args, size_t nargsf, int alt)
     if (UNLIKELY(f->traced)) {
         /* The slice of the block just left ends where the next one begins:
          * one NEXT record (emit_block_begin's merge, done directly). */
-        trace_record *record = trace_reserve(td->trace);
+        trace_record *record = emit(td, TRACE_BLOCK_NEXT, now, 0, ci, dest, ticks);
         if (record)
-            *record = (trace_record){.tsc = now, .end_offset = src * 2, .cycles = ticks,
-                                     .kind = TRACE_BLOCK_NEXT, .code_id = ci->id,
-                                     .offset = dest * 2, .line = ci->unit_line[dest]};
+            record->end_offset = src * 2;
     }
     return result_none();
 }
@@ -612,17 +626,15 @@ static PyObject *on_instruction_slow(PyObject *const *args, size_t nargsf, uint6
 }
 
 /* The steady state, as for edges: the top frame's previous instruction ran
- * from its event to this one (its fall-through successor), untraced, below
- * the threshold. Check, then commit; anything else takes the slow path. */
+ * from its event to this one (its fall-through successor), below the
+ * threshold. Check, then commit; anything else takes the slow path. */
 CALLBACK(on_instruction)
 {
     UNUSED_CALLBACK_ARGS;
     uint64_t now = clock_tsc();
-    thread_data *td = tls_thread;
-    if (UNLIKELY(tls_run != engine.live_run || !td || !td->count || PyVectorcall_NARGS(nargsf) < 2))
-        return on_instruction_slow(args, nargsf, now);
-    shadow_frame *f = &td->frames[td->count - 1];
-    if (UNLIKELY(f->code != args[0] || f->tainted))
+    thread_data *td;
+    shadow_frame *f = steady_frame(&td, args, nargsf, 2);
+    if (UNLIKELY(!f))
         return on_instruction_slow(args, nargsf, now);
     codeinfo *ci = f->ci;
     int32_t timed = f->seg_start, unit = unit_of(args[1], ci);
@@ -633,13 +645,12 @@ CALLBACK(on_instruction)
         return on_instruction_slow(args, nargsf, now);
     ci->insn_hits[unit] = count;
     ci->insn_cycles[timed] += (int64_t)(now - f->origin);
-    f->seg_start = unit;
-    f->origin = now + (uint64_t)engine.event_cost;
     if (UNLIKELY(f->traced)) {
-        emit(td, TRACE_INSN, f->resumed_at, now, ci, timed,
-             (int64_t)(now - f->resumed_at) - engine.event_cost);
+        emit_insn_piece(td, f, now);
         f->resumed_at = now;
     }
+    f->seg_start = unit;
+    f->origin = now + (uint64_t)engine.event_cost;
     return result_none();
 }
 
