@@ -30,6 +30,7 @@
 
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define NOINLINE __attribute__((noinline))
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -531,6 +532,36 @@ static inline shadow_frame *steady_frame(thread_data **td_out, PyObject *const *
     return f;
 }
 
+/* The fast paths' commit: the frame's running segment now starts at `unit`. */
+static inline void step_to(shadow_frame *f, int32_t unit, uint64_t now)
+{
+    f->seg_start = unit;
+    f->origin = now + (uint64_t)engine.event_cost;
+}
+
+/* The traced ends of the fast paths are out of line and tail-called: a fast
+ * path that makes no call keeps everything in scratch registers, which saves
+ * six pushes and pops on every untraced event. */
+static NOINLINE PyObject *edge_traced(thread_data *td, const codeinfo *ci, int32_t src,
+                                      int32_t dest, int64_t ticks, uint64_t now)
+{
+    /* The slice of the block just left ends where the next one begins: one
+     * NEXT record (emit_block_begin's merge, done directly). */
+    trace_record *record = emit(td, TRACE_BLOCK_NEXT, now, 0, ci, dest, ticks);
+    if (record)
+        record->end_offset = src * 2;
+    return result_none();
+}
+
+static NOINLINE PyObject *instruction_traced(thread_data *td, shadow_frame *f, int32_t unit,
+                                             uint64_t now)
+{
+    emit_insn_piece(td, f, now);
+    f->resumed_at = now;
+    step_to(f, unit, now);
+    return result_none();
+}
+
 /* The steady state of an edge, the most frequent event: the top frame moves
  * on within one block to a block start, below the threshold. It
  * only checks, then commits; anything else goes to on_edge with the tick
@@ -555,15 +586,9 @@ static inline PyObject *edge_fast(PyObject *const *args, size_t nargsf, int alt)
     hits[src] = count;
     ci->blocks[block].hits++;
     ci->blocks[block].cycles += ticks;
-    f->seg_start = dest;
-    f->origin = now + (uint64_t)engine.event_cost;
-    if (UNLIKELY(f->traced)) {
-        /* The slice of the block just left ends where the next one begins:
-         * one NEXT record (emit_block_begin's merge, done directly). */
-        trace_record *record = emit(td, TRACE_BLOCK_NEXT, now, 0, ci, dest, ticks);
-        if (record)
-            record->end_offset = src * 2;
-    }
+    step_to(f, dest, now);
+    if (UNLIKELY(f->traced))
+        return edge_traced(td, ci, src, dest, ticks, now);
     return result_none();
 }
 
@@ -626,8 +651,9 @@ static PyObject *on_instruction_slow(PyObject *const *args, size_t nargsf, uint6
 }
 
 /* The steady state, as for edges: the top frame's previous instruction ran
- * from its event to this one (its fall-through successor), below the
- * threshold. Check, then commit; anything else takes the slow path. */
+ * from its event to this one (its fall-through or jump successor, as
+ * precise_successor would say), below the threshold. Check, then commit;
+ * anything else takes the slow path. */
 CALLBACK(on_instruction)
 {
     UNUSED_CALLBACK_ARGS;
@@ -641,16 +667,13 @@ CALLBACK(on_instruction)
     if (UNLIKELY((timed | unit) < 0))
         return on_instruction_slow(args, nargsf, now);
     uint64_t count = ci->insn_hits[unit] + 1;
-    if (UNLIKELY(unit != ci->next_unit[timed] || count >= ci->limit))
+    if (UNLIKELY((unit != ci->next_unit[timed] && unit != ci->jump_unit[timed]) || count >= ci->limit))
         return on_instruction_slow(args, nargsf, now);
     ci->insn_hits[unit] = count;
     ci->insn_cycles[timed] += (int64_t)(now - f->origin);
-    if (UNLIKELY(f->traced)) {
-        emit_insn_piece(td, f, now);
-        f->resumed_at = now;
-    }
-    f->seg_start = unit;
-    f->origin = now + (uint64_t)engine.event_cost;
+    if (UNLIKELY(f->traced))
+        return instruction_traced(td, f, unit, now);
+    step_to(f, unit, now);
     return result_none();
 }
 
