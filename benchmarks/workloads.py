@@ -1,5 +1,7 @@
 """Benchmark workloads and the runner one configuration executes in a fresh
-process:  python workloads.py WORKLOAD CONFIG  ->  prints "seconds events".
+process:  python workloads.py WORKLOAD CONFIG  ->  prints "seconds events dropped"
+(events delivered to Ocular's callbacks; trace events dropped at the buffer
+memory bound).
 
 The first three are mixed, realistic programs (the kind cProfile costs
 2.6-3.4x on); `loops` is a worst case: a tight loop that delivers an event
@@ -81,7 +83,7 @@ WORKLOADS = {"mixed": mixed, "stdlib": stdlib, "objects": objects, "loops": loop
 
 def run(name, config):
     function = WORKLOADS[name]
-    events = 0
+    events = dropped = 0
     if config == "untraced":
         start = time.perf_counter()
         function()
@@ -100,7 +102,8 @@ def run(name, config):
             start = time.perf_counter()
             function()
             elapsed = time.perf_counter() - start
-            events = ocular.stop_tracing().events
+            profile = ocular.stop_tracing()
+            events, dropped = profile.events, profile.dropped_events
     elif config == "cprofile":
         import cProfile
 
@@ -128,7 +131,7 @@ def run(name, config):
         monitoring.set_events(2, 0)
     else:
         raise SystemExit(f"unknown config {config}")
-    print(f"{elapsed:.6f} {events}")
+    print(f"{elapsed:.6f} {events} {dropped}")
 
 
 if __name__ == "__main__":
