@@ -11,6 +11,7 @@ this one run are reported.
 (c) trace export: traced time with perfetto=True (protobuf and JSON) over
     traced time with perfetto=False, adaptive mode.
 (d) the trace writer alone (benchmarks/bench_writer.py).
+(e) the size of real traces (benchmarks/trace_size.py).
 """
 
 import argparse
@@ -141,6 +142,8 @@ def main():
     if options.writer:
         print("(d) the trace writer alone\n", flush=True)
         subprocess.run([sys.executable, os.path.join(HERE, "bench_writer.py"), "--repeats", "2"], check=True)
+        print("\n(e) .pftrace size on the workloads, threshold 0\n", flush=True)
+        subprocess.run([sys.executable, os.path.join(HERE, "trace_size.py")], check=True)
 
 
 if __name__ == "__main__":

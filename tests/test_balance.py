@@ -70,10 +70,18 @@ def test_empty_function_shows_about_zero_self_cycles():
         for _ in range(2000):
             workloads.work(20)
 
-    profile, _ = traced(run)
-    fns = functions_of(profile, workloads)
-    empty_per_call = fns["empty"].cycles / fns["empty"].calls
-    work_per_call = fns["work"].cycles / fns["work"].calls
-    assert fns["empty"].calls == 20000
-    assert abs(empty_per_call) < 0.5 * profile.event_cost_cycles
+    # One interrupt inside one of the 20000 empty calls adds ~1 M cycles to
+    # their total: take the best of three runs (noise only ever adds).
+    runs = []
+    for _ in range(3):
+        profile, _ = traced(run)
+        fns = functions_of(profile, workloads)
+        assert fns["empty"].calls == 20000
+        empty_per_call = fns["empty"].cycles / fns["empty"].calls
+        work_per_call = fns["work"].cycles / fns["work"].calls
+        runs.append((abs(empty_per_call), empty_per_call, work_per_call, profile.event_cost_cycles))
+        if abs(empty_per_call) < 0.5 * profile.event_cost_cycles:
+            break
+    _, empty_per_call, work_per_call, event_cost = min(runs)
+    assert abs(empty_per_call) < 0.5 * event_cost, runs
     assert work_per_call > 10 * max(empty_per_call, 1)

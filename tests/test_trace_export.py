@@ -74,6 +74,9 @@ def test_json_slices_match_the_profile(tmp_path):
     assert {k: covered[k] for k in expected} == expected
     assert profile.trace_events > 0 and profile.dropped_events == 0
     assert tracecheck.max_depth(trace) < tracecheck.MAX_DEPTH
+    # The writer's own slice counts are the file's.
+    assert profile.trace_block_slices == len(block_slices(slices)) > 0
+    assert profile.trace_function_slices == len(function_slices(slices)) > 0
 
 
 def test_protobuf_decodes_and_has_the_same_slice_tree_as_json(tmp_path):

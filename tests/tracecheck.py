@@ -19,7 +19,10 @@ What is checked (reference: trace-formats.md, sections 1.5, 2.4 and 3.4):
        characters, no surrogate \\u escapes); starts with '[{"'; required
        fields per phase; pid/tid in 1..2^32-1; ts/dur finite, >= 0, whole ns.
  proto every packet decodes with the official schema (perfetto_trace_pb2 of
-       the PyPI `perfetto` package) with no unknown field anywhere; non-zero
+       the PyPI `perfetto` package), extended only by the TrackEvent
+       extensions the file itself declares in an ExtensionDescriptor before
+       any event (as trace_processor reads them), with no unknown field
+       anywhere; non-zero
        sequence ids; the first packet of a sequence clears incremental state;
        interned ids are defined before use on their sequence; every track has
        a descriptor; thread descriptors carry pid and tid.
@@ -283,6 +286,36 @@ class _Sequence:
         self.clock_offset = 0      # MONOTONIC minus clock 64, from the snapshot
 
 
+def _declare_extensions(parsed):
+    """Add the TrackEvent extensions of the file's ExtensionDescriptor packets
+    to the protobuf pool, as trace_processor does. They must come before the
+    first track event, extend TrackEvent only, in its extension range."""
+    from google.protobuf import descriptor_pb2, descriptor_pool
+    pool = descriptor_pool.Default()
+    declared = 0
+    for i, packet in enumerate(parsed.packet):
+        if packet.HasField('track_event'):
+            break
+        if not packet.HasField('extension_descriptor'):
+            continue
+        for file in packet.extension_descriptor.extension_set.file:
+            proto = descriptor_pb2.FileDescriptorProto.FromString(file.SerializeToString())
+            if proto.message_type or proto.enum_type or proto.service:
+                raise TraceError(f'packet {i + 1}: the extension file {proto.name} defines types')
+            for ext in proto.extension:
+                if ext.extendee != '.perfetto.protos.TrackEvent' or not 1000 <= ext.number < 10000:
+                    raise TraceError(f'packet {i + 1}: extension {ext.name} = {ext.number} of {ext.extendee}')
+            try:
+                known = pool.FindFileByName(proto.name)
+            except KeyError:
+                pool.Add(proto)
+            else:
+                if known.serialized_pb != proto.SerializeToString():
+                    raise TraceError(f'{proto.name} declared twice, differently')
+            declared += len(proto.extension)
+    return declared
+
+
 def load_pftrace(path, tolerant=False) -> Trace:
     pb = _pb2()
     trace = Trace('proto')
@@ -290,6 +323,8 @@ def load_pftrace(path, tolerant=False) -> Trace:
     prefix = _complete_prefix(data, tolerant)
     trace.truncated = len(prefix) < len(data)
     parsed = pb.Trace.FromString(prefix)
+    if _declare_extensions(parsed):
+        parsed = pb.Trace.FromString(prefix)   # now with the extensions known
     # Unknown fields survive parsing; discarding them changes the size. Only
     # then walk the packets to say where they are (slow).
     size = parsed.ByteSize()
@@ -344,6 +379,8 @@ def load_pftrace(path, tolerant=False) -> Trace:
                 seq.clock = clocks[64].timestamp
                 seq.clock_offset = clocks[3].timestamp - clocks[64].timestamp
             continue
+        if packet.HasField('extension_descriptor'):
+            continue                   # taken in by _declare_extensions
         if packet.HasField('track_descriptor'):
             td = packet.track_descriptor
             if not td.uuid:
@@ -382,6 +419,8 @@ def load_pftrace(path, tolerant=False) -> Trace:
             if key is None:
                 raise TraceError(f'debug annotation name iid {ann.name_iid} not interned')
             args[key] = getattr(ann, ann.WhichOneof('value'))
+        # Extension fields become arguments named after the field.
+        args.update((fd.name, value) for fd, value in te.ListFields() if fd.is_extension)
         if te.HasField('source_location_iid'):
             loc = seq.locations.get(te.source_location_iid)
             if loc is None:

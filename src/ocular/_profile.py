@@ -81,6 +81,8 @@ class Profile:
     failure: str | None = None  # why recording stopped early, if it did
     trace_path: str | None = None
     trace_events: int = 0
+    trace_block_slices: int = 0  # slices in the trace file (instructions not counted)
+    trace_function_slices: int = 0
     dropped_events: int = 0
     trace_error: str | None = None
     clock_source: str = field(default="rdtsc")
@@ -249,6 +251,8 @@ def build_profile(run, totals, raw, specialized, trace_stats):
         failure=totals["failure"],
         trace_path=run.output,
         trace_events=trace_stats.get("events_written", 0),
+        trace_block_slices=trace_stats.get("block_slices", 0),
+        trace_function_slices=trace_stats.get("function_slices", 0),
         dropped_events=trace_stats.get("events_dropped", 0),
         trace_error=trace_stats.get("error_message") or None,
         clock_source=totals["clock_source"],

@@ -259,10 +259,12 @@ static PyObject *finish_trace(PyObject *module, PyObject *names)
     failed = trace_close(&stats);
     Py_END_ALLOW_THREADS
     engine.exporting = 0;
-    return Py_BuildValue("{s:K,s:K,s:K,s:i,s:s,s:O}",
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:i,s:s,s:O}",
                          "events_written", (unsigned long long)stats.events_written,
                          "events_dropped", (unsigned long long)stats.events_dropped,
                          "bytes_written", (unsigned long long)stats.bytes_written,
+                         "block_slices", (unsigned long long)stats.block_slices,
+                         "function_slices", (unsigned long long)stats.function_slices,
                          "error_errno", stats.error_errno,
                          "error_message", stats.error_message,
                          "failed", failed ? Py_True : Py_False);

@@ -76,6 +76,8 @@ typedef struct {
     uint64_t events_written;
     uint64_t events_dropped;
     uint64_t bytes_written;
+    uint64_t block_slices;  /* slices written (instructions are not counted) */
+    uint64_t function_slices;
     int error_errno;        /* first I/O error of the writer thread, 0 if none */
     char error_message[256];
 } trace_stats;

@@ -66,6 +66,7 @@ static struct {
     z_stream zs;
     unsigned char *zbuf;
     uint64_t bytes_written, events_written, events_lost;
+    uint64_t block_slices, function_slices;
     int err;
     char errmsg[256];
 } g;
@@ -520,6 +521,14 @@ static uint64_t close_open_slices(trace_tt *t, uint64_t ns)
     return ns;
 }
 
+static void block_begin(trace_tt *t, uint64_t ns, const trace_record *r)
+{
+    if (stack_push(t, SLICE_BLOCK, ns) == 0) {
+        g.w.fmt->block_begin(&g.w, t, ns, r);
+        g.block_slices++;
+    }
+}
+
 static void transcribe(trace_buf *buf)
 {
     trace_tt *t = buf->owner;
@@ -539,12 +548,13 @@ static void transcribe(trace_buf *buf)
         last = ns;
         switch (r->kind) {
         case TRACE_FUNC_BEGIN:
-            if (stack_push(t, SLICE_FUNC, ns) == 0)
+            if (stack_push(t, SLICE_FUNC, ns) == 0) {
                 fmt->func_begin(w, t, ns, r->code_id, trace_code_lookup(r->code_id));
+                g.function_slices++;
+            }
             break;
         case TRACE_BLOCK_BEGIN:
-            if (stack_push(t, SLICE_BLOCK, ns) == 0)
-                fmt->block_begin(w, t, ns, r);
+            block_begin(t, ns, r);
             break;
         case TRACE_FUNC_END:
         case TRACE_BLOCK_END:
@@ -562,8 +572,7 @@ static void transcribe(trace_buf *buf)
                 t->depth--;
                 fmt->slice_end(w, t, ns, SLICE_BLOCK, &ended);
             }
-            if (stack_push(t, SLICE_BLOCK, ns) == 0)
-                fmt->block_begin(w, t, ns, r);
+            block_begin(t, ns, r);
             break;
         case TRACE_INSN: {
             /* The instruction lane follows the same rules as the thread's
@@ -885,6 +894,8 @@ int trace_close(trace_stats *stats)
         stats->events_written = g.events_written;
         stats->events_dropped = dropped;
         stats->bytes_written = g.bytes_written;
+        stats->block_slices = g.block_slices;
+        stats->function_slices = g.function_slices;
         stats->error_errno = g.err;
         snprintf(stats->error_message, sizeof stats->error_message, "%s", g.errmsg);
     }
