@@ -39,9 +39,11 @@
 #define CLOCK_BOOTTIME_ID 6
 #define CLOCK_SEQ_INCREMENTAL 64
 #define ANN_EVENTS_DROPPED 1         /* debug_annotation_names iid */
-/* TrackEvent's extension range is 1000-9999; 1000-1999 are Chrome's, and the
- * Perfetto docs give 9900 and up as examples for others. Any number above
- * 2047 costs a 3-byte tag. */
+/* TrackEvent's extension range is 1000-9999. Chrome's own extensions take
+ * numbers from 1000 up, and a number trace_processor already knows with
+ * another type makes it reject the whole descriptor; the Perfetto docs use
+ * 9900 and up for others' extensions. (Any number above 2047 costs a 3-byte
+ * tag, so nothing shorter was safe.) */
 #define CYCLES_FIELD 9950
 #define CYCLES_TAG "\xF0\xED\x04"     /* CYCLES_FIELD << 3 | varint, as a varint */
 
