@@ -25,9 +25,9 @@ ENGINE = "src/ocular/_engine/"
 # The data path: bindings, hot path, per-code data, filters, clock, per-thread
 # stacks, then the trace export pipeline.
 sources = ["module.c", "monitor.c", "codeinfo.c", "filter.c", "clock.c", "tstate.c"]
-sources += ["writer.c", "json.c", "pftrace.c"]
+sources += ["buffers.c", "writer.c", "json.c", "pftrace.c", "sink.c"]
 if os.path.exists(ENGINE + "_trace_stub.c"):  # local development only, never committed
-    sources[-3:] = ["_trace_stub.c"]
+    sources[-5:] = ["_trace_stub.c"]
 
 engine = Extension(
     "ocular._engine",

@@ -1,7 +1,7 @@
-"""Throughput of the trace writer (writer.c + json.c + pftrace.c), without the
-engine: the C harness (tests/c/trace_harness.c, mode `throughput`) records N
-block slices (inside functions of 20 blocks, 500 distinct block names) from
-one producer thread, then trace_close() waits for the writer to finish.
+"""Throughput of the trace writer (buffers.c, writer.c, json.c, pftrace.c,
+sink.c), without the engine: the C harness (tests/c/trace_harness.c, mode
+`throughput`) records N block slices (inside functions of 20 blocks, 500
+distinct block names) from one producer thread, then trace_close() waits for the writer to finish.
 
 The whole process is pinned to one CPU, so the figure is what one core does,
 producer included (the producer costs ~2 ns a record). Time runs from the
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE = ROOT / 'src' / 'ocular' / '_engine'
 SOURCES = [ROOT / 'tests' / 'c' / 'trace_harness.c'] + [
-    ENGINE / f for f in ('clock.c', 'writer.c', 'json.c', 'pftrace.c')]
+    ENGINE / f for f in ('clock.c', 'buffers.c', 'writer.c', 'json.c', 'pftrace.c', 'sink.c')]
 
 
 def build(out_dir):

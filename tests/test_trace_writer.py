@@ -1,6 +1,7 @@
-"""The trace-export pipeline (writer.c, json.c, pftrace.c), driven by the C
-harness tests/c/trace_harness.c without the engine. Needs gcc and zlib's
-headers; the protobuf checks need the PyPI `perfetto` and `protobuf`."""
+"""The trace-export pipeline (buffers.c, writer.c, json.c, pftrace.c, sink.c),
+driven by the C harness tests/c/trace_harness.c without the engine. Needs gcc
+and zlib's headers; the protobuf checks need the PyPI `perfetto` and
+`protobuf`."""
 import errno
 import gzip
 import json
@@ -20,7 +21,7 @@ import tracecheck as tc  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE = ROOT / 'src' / 'ocular' / '_engine'
 SOURCES = [ROOT / 'tests' / 'c' / 'trace_harness.c'] + [
-    ENGINE / f for f in ('clock.c', 'writer.c', 'json.c', 'pftrace.c')]
+    ENGINE / f for f in ('clock.c', 'buffers.c', 'writer.c', 'json.c', 'pftrace.c', 'sink.c')]
 CFLAGS = ['-std=c11', '-D_GNU_SOURCE', '-Wall', '-Wextra', '-Werror', '-O1', '-g']
 
 

@@ -1,41 +1,22 @@
-/* writer.c - buffers, the hand-off queue and the background writer thread.
+/* writer.c - the background writer thread, and opening and closing a trace.
  *
- * Producers fill 64 KiB buffers of trace_records and push full ones onto a
- * lock-free stack; one writer thread takes the whole stack at once, reverses
- * it into arrival order and transcribes each buffer with an encoder (json.c,
- * pftrace.c) into an output buffer that goes to the file (through zlib for
- * .gz). Transcribed buffers return to a lock-free free list.
- *
- * Memory ordering never relies on the GIL: the engine may run free-threaded.
- *  - full-buffer queue: Treiber push (release CAS) by any producer; the single
- *    consumer takes everything with an acquire exchange, so there is no ABA.
- *  - free list: many poppers, so the head is an (ABA tag, index) pair in one
- *    64-bit word and buffers are named by index; buffers are never freed before
- *    trace_close, so a stale read of free_next is harmless (the CAS fails).
- * Memory bound: at most cap_buffers are ever allocated. The first producer to
- * find none sets `dropping`: from then on every thread drops all of its
- * records at its next slow path, for the rest of the run (resuming would leave
- * unmatched BEGIN/END). The writer closes that thread's open slices where its
- * records stop and, at close, writes an instant with the thread's drop count. */
+ * Producers fill buffers of trace_records and queue the full ones
+ * (buffers.c); the writer thread takes the whole queue at once, in arrival
+ * order, and transcribes each buffer with an encoder (json.c, pftrace.c) into
+ * an output buffer that goes to the file (sink.c). It also keeps what the
+ * encoders look up: code names and the per-thread slice stacks. */
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
-#if defined(__x86_64__)
-#include <cpuid.h>
-#endif
 
 #include "writer_internal.h"
 
 #define OUT_CAP (1u << 20)          /* encoded bytes per write(2) */
-#define ZBUF_CAP (1u << 18)
 #define DEFAULT_MAX_BUFFER_BYTES ((size_t)256 << 20)
-#define MAX_BUFFERS ((size_t)1 << 22)
 #define CODE_CHUNK 1024u
 #define CODE_DIR 65536u             /* code ids up to 64 M */
 
@@ -48,12 +29,7 @@ typedef struct garbage {
 static struct {
     int open;
     trace_writer w;
-    size_t cap_buffers;
-    trace_buf **table;               /* index -> buffer, filled as allocated */
-    _Atomic size_t allocated;
-    _Atomic uint64_t free_head;      /* tag << 32 | (index + 1) */
-    _Atomic(trace_buf *) queue;
-    _Atomic int closing, stop, failed, dropping;
+    _Atomic int stop;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t thread;
@@ -61,14 +37,9 @@ static struct {
     _Atomic uint32_t thread_count;
     pthread_mutex_t garbage_mu;      /* cold paths only; never the writer */
     garbage *garbage;
-    /* sink (writer thread, then trace_close) */
-    int fd, gz;
-    z_stream zs;
-    unsigned char *zbuf;
-    uint64_t bytes_written, events_written, events_lost;
+    /* writer thread, then trace_close */
+    uint64_t events_written, events_lost;
     uint64_t block_slices, function_slices;
-    int err;
-    char errmsg[256];
 } g;
 
 static _Atomic(code_entry *) *code_dir[CODE_DIR];
@@ -174,65 +145,14 @@ static void keep_garbage(void *ptr, int is_code)
     pthread_mutex_unlock(&g.garbage_mu);
 }
 
-/* ---- sink ------------------------------------------------------------------ */
+/* ---- output --------------------------------------------------------------- */
 
-static void sink_fail(int errnum, const char *what)
-{
-    if (!g.err) {
-        g.err = errnum ? errnum : EIO;
-        snprintf(g.errmsg, sizeof g.errmsg, "%s: %s", what, strerror(g.err));
-    }
-    atomic_store(&g.failed, 1);
-}
-
-static int write_all(const void *data, size_t len)
-{
-    const char *p = data;
-    while (len && !g.err) {
-        ssize_t n = write(g.fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            sink_fail(n < 0 ? errno : EIO, "writing the trace");
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-        g.bytes_written += (uint64_t)n;
-    }
-    return g.err ? -1 : 0;
-}
-
-static int deflate_some(const void *data, size_t len, int flush)
-{
-    g.zs.next_in = (Bytef *)data;
-    g.zs.avail_in = (uInt)len;
-    do {
-        g.zs.next_out = g.zbuf;
-        g.zs.avail_out = ZBUF_CAP;
-        int rc = deflate(&g.zs, flush);
-        if (rc == Z_STREAM_ERROR) {
-            sink_fail(EIO, "compressing the trace");
-            return -1;
-        }
-        if (write_all(g.zbuf, ZBUF_CAP - g.zs.avail_out) < 0)
-            return -1;
-    } while (g.zs.avail_out == 0 || g.zs.avail_in > 0);
-    return 0;
-}
-
-/* After a failure the bytes are discarded: the file keeps what was written,
- * which both formats accept as a truncated trace. */
 static void out_flush(void)
 {
-    trace_writer *w = &g.w;
-    if (w->out_len && !g.err) {
-        if (g.gz)
-            deflate_some(w->out, w->out_len, Z_NO_FLUSH);
-        else
-            write_all(w->out, w->out_len);
-    }
-    w->out_len = 0;
+    sink_write(g.w.out, g.w.out_len);
+    g.w.out_len = 0;
+    if (sink_error())
+        buffers_refuse();   /* nothing more can be written: record no more */
 }
 
 char *trace_out_reserve(trace_writer *w, size_t n)
@@ -242,143 +162,6 @@ char *trace_out_reserve(trace_writer *w, size_t n)
     if (w->out_len + n > w->out_cap)
         out_flush();
     return w->out + w->out_len;
-}
-
-/* ---- buffers ----------------------------------------------------------------- */
-
-static trace_buf *buf_pop_free(void)
-{
-    uint64_t head = atomic_load_explicit(&g.free_head, memory_order_acquire);
-    for (;;) {
-        uint32_t slot = (uint32_t)head;
-        if (!slot)
-            return NULL;
-        trace_buf *buf = g.table[slot - 1];
-        uint32_t next = atomic_load_explicit(&buf->free_next, memory_order_relaxed);
-        uint64_t desired = ((head >> 32) + 1) << 32 | next;
-        if (atomic_compare_exchange_weak_explicit(&g.free_head, &head, desired,
-                                                  memory_order_acquire, memory_order_acquire))
-            return buf;
-    }
-}
-
-static void buf_push_free(trace_buf *buf)
-{
-    uint64_t head = atomic_load_explicit(&g.free_head, memory_order_relaxed);
-    uint64_t desired;
-    do {
-        atomic_store_explicit(&buf->free_next, (uint32_t)head, memory_order_relaxed);
-        desired = ((head >> 32) + 1) << 32 | (buf->index + 1);
-    } while (!atomic_compare_exchange_weak_explicit(&g.free_head, &head, desired,
-                                                    memory_order_release, memory_order_relaxed));
-}
-
-static trace_buf *buf_get(void)
-{
-    trace_buf *buf = buf_pop_free();
-    if (buf)
-        return buf;
-    size_t index = atomic_fetch_add(&g.allocated, 1);
-    if (index >= g.cap_buffers) {
-        atomic_fetch_sub(&g.allocated, 1);
-        return NULL;
-    }
-    buf = malloc(TRACE_BUF_BYTES);
-    if (!buf) {
-        /* The slot stays reserved but empty; trace_close skips it. */
-        return NULL;
-    }
-    buf->index = (uint32_t)index;
-    atomic_init(&buf->free_next, 0);
-    g.table[index] = buf;
-    return buf;
-}
-
-/* Evict a transcribed buffer's records from every cache before it returns to
- * the free list. The free list hands out the buffer transcribed last, so
- * without this the producer soon writes lines that the writer's core still
- * holds: each store must first take the line back from that core, and the
- * traced program stalls on it (a tight loop traced at threshold 0 ran 1.23x
- * slower with perfetto=True; 1.06x with the eviction, ./dev bench). Lines that
- * are in no cache are streamed in by the producer's prefetchers instead.
- * A hint only: caches stay coherent either way. */
-#if defined(__x86_64__)
-static void buf_evict(const trace_buf *buf)
-{
-    static int has_clflushopt = -1;  /* writer thread only */
-    if (has_clflushopt < 0) {
-        unsigned eax, ebx = 0, ecx, edx;
-        has_clflushopt = __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (ebx >> 23 & 1);
-    }
-    uintptr_t line = (uintptr_t)buf->recs & ~(uintptr_t)63;
-    uintptr_t end = (uintptr_t)(buf->recs + buf->count);
-    if (has_clflushopt)
-        for (; line < end; line += 64)
-            __asm__ volatile("clflushopt (%0)" : : "r"(line) : "memory");
-    else
-        for (; line < end; line += 64)   /* clflush: every x86-64 has it */
-            __asm__ volatile("clflush (%0)" : : "r"(line) : "memory");
-}
-#else
-static void buf_evict(const trace_buf *buf) { (void)buf; }
-#endif
-
-static void queue_push(trace_buf *buf)
-{
-    trace_buf *head = atomic_load_explicit(&g.queue, memory_order_relaxed);
-    do
-        buf->next = head;
-    while (!atomic_compare_exchange_weak_explicit(&g.queue, &head, buf, memory_order_release,
-                                                  memory_order_relaxed));
-    /* No wake-up: a futex call per buffer would cost the traced program a
-     * system call every ~1600 records. The idle writer polls every
-     * WRITER_POLL_NS instead; the memory bound holds hundreds of ms of records. */
-}
-
-/* Dropping begins where the thread's records stop: at its last record (the
- * dropped one was stamped just after it), or now if it never had a buffer. */
-static void start_dropping(trace_tt *t, trace_buf *full)
-{
-    if (full) {
-        full->drop = 1;
-        full->drop_tsc = full->count ? full->recs[full->count - 1].tsc : clock_tsc();
-        queue_push(full);
-    } else {
-        atomic_store_explicit(&t->drop_tsc, clock_tsc(), memory_order_relaxed);
-    }
-    t->buf = NULL;
-    t->dropping = 1;
-    t->pub.cur = t->pub.end = t->pub.start = NULL;
-    atomic_store_explicit(&g.dropping, 1, memory_order_relaxed);
-}
-
-trace_record *trace_reserve_slow(trace_thread *thread)
-{
-    trace_tt *t = thread->opaque;
-    if (!t->dropping) {
-        trace_buf *full = t->buf;
-        if (full)
-            full->count = (uint32_t)(thread->cur - full->recs);
-        trace_buf *fresh = NULL;
-        if (!atomic_load_explicit(&g.dropping, memory_order_relaxed) &&
-            !atomic_load_explicit(&g.failed, memory_order_relaxed) &&
-            !atomic_load_explicit(&g.closing, memory_order_relaxed))
-            fresh = buf_get();
-        if (fresh) {
-            if (full)
-                queue_push(full);
-            fresh->owner = t;
-            fresh->drop = 0;
-            t->buf = fresh;
-            thread->start = fresh->recs;
-            thread->cur = fresh->recs + 1;
-            thread->end = fresh->recs + TRACE_BUF_RECORDS;
-            return fresh->recs;
-        }
-        start_dropping(t, full);
-    }
-    atomic_fetch_add_explicit(&t->dropped, 1, memory_order_relaxed);
-    return NULL;
 }
 
 /* ---- code names and threads ----------------------------------------------------- */
@@ -534,7 +317,7 @@ static void transcribe(trace_buf *buf)
     trace_tt *t = buf->owner;
     const trace_format *fmt = g.w.fmt;
     trace_writer *w = &g.w;
-    if (g.err) {
+    if (sink_error()) {
         g.events_lost += buf->count;
         return;
     }
@@ -609,21 +392,13 @@ static void transcribe(trace_buf *buf)
 /* Take every queued buffer, oldest first. Returns 0 if there was none. */
 static int drain_queue(void)
 {
-    trace_buf *list = atomic_exchange_explicit(&g.queue, NULL, memory_order_acquire);
-    if (!list)
+    trace_buf *fifo = buffers_take_all();
+    if (!fifo)
         return 0;
-    trace_buf *fifo = NULL;
-    while (list) {
-        trace_buf *next = list->next;
-        list->next = fifo;
-        fifo = list;
-        list = next;
-    }
     while (fifo) {
         trace_buf *next = fifo->next;
         transcribe(fifo);
-        buf_evict(fifo);
-        buf_push_free(fifo);
+        buffers_recycle(fifo);
         fifo = next;
     }
     return 1;
@@ -645,7 +420,7 @@ static void *writer_main(void *arg)
          * leaves a file that is as recent as possible. */
         out_flush();
         pthread_mutex_lock(&g.mu);
-        if (!atomic_load(&g.queue) && !atomic_load(&g.stop)) {
+        if (!buffers_pending() && !atomic_load(&g.stop)) {
             struct timespec deadline;
             clock_gettime(CLOCK_REALTIME, &deadline);
             deadline.tv_nsec += WRITER_POLL_NS;
@@ -694,13 +469,7 @@ static void release_all(void)
         free(t);
     }
     atomic_store(&g.threads, NULL);
-    if (g.table) {
-        size_t n = atomic_load(&g.allocated);
-        for (size_t i = 0; i < n && i < g.cap_buffers; i++)
-            free(g.table[i]);
-    }
-    free(g.table);
-    g.table = NULL;
+    buffers_release();
     for (size_t i = 0; i < CODE_DIR; i++) {
         _Atomic(code_entry *) *chunk = atomic_load(&code_dir[i]);
         if (!chunk)
@@ -724,11 +493,7 @@ static void release_all(void)
     }
     free(g.w.out);
     g.w.out = NULL;
-    free(g.zbuf);
-    g.zbuf = NULL;
-    if (g.gz)
-        deflateEnd(&g.zs);
-    g.gz = 0;
+    sink_release();
     pthread_mutex_destroy(&g.mu);
     pthread_cond_destroy(&g.cv);
     pthread_mutex_destroy(&g.garbage_mu);
@@ -737,11 +502,9 @@ static void release_all(void)
 
 /* A trace_open that got as far as opening the file fails: remove what it
  * created and release everything; returns -1 with errno = err. */
-static int abandon_open(const char *path, int created, int err)
+static int abandon_open(const char *path, int err)
 {
-    close(g.fd);
-    if (created)
-        unlink(path);
+    sink_remove(path);
     release_all();
     errno = err;
     return -1;
@@ -749,10 +512,11 @@ static int abandon_open(const char *path, int created, int err)
 
 void trace_abandon(void)
 {
-    if (g.open && g.fd >= 0)
-        close(g.fd); /* the child's copy of the descriptor only */
+    if (g.open)
+        sink_abandon();
     /* Buffers and tables are left to the child's exit: freeing them would
      * need the locks a thread of the parent may have held at fork. */
+    buffers_abandon();
     memset(&g, 0, sizeof g);
 }
 
@@ -779,53 +543,30 @@ int trace_open(const char *path, size_t max_buffer_bytes, clock_converter conv)
     g.w.conv = conv;
     g.w.pid = (uint64_t)getpid();
     read_process_name(g.w.process_name, sizeof g.w.process_name);
-    size_t limit = max_buffer_bytes ? max_buffer_bytes : DEFAULT_MAX_BUFFER_BYTES;
-    g.cap_buffers = limit / TRACE_BUF_BYTES;
-    if (g.cap_buffers < 1)
-        g.cap_buffers = 1;
-    if (g.cap_buffers > MAX_BUFFERS)
-        g.cap_buffers = MAX_BUFFERS;
-    g.fd = -1;
     pthread_mutex_init(&g.mu, NULL);
     pthread_cond_init(&g.cv, NULL);
     pthread_mutex_init(&g.garbage_mu, NULL);
     g.open = 1;   /* for release_all's sake; trace_* calls are not made yet */
-    g.table = calloc(g.cap_buffers, sizeof *g.table);
     g.w.out = malloc(OUT_CAP);
     g.w.out_cap = OUT_CAP;
-    if (!g.table || !g.w.out)
-        goto nomem;
-    if (gz) {
-        g.zbuf = malloc(ZBUF_CAP);
-        /* 15 + 16: a gzip wrapper rather than zlib's, so the file is a .gz */
-        if (!g.zbuf || deflateInit2(&g.zs, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-            goto nomem;
-        g.gz = 1;
+    if (buffers_init(max_buffer_bytes ? max_buffer_bytes : DEFAULT_MAX_BUFFER_BYTES) < 0 ||
+        !g.w.out) {
+        release_all();
+        errno = ENOMEM;
+        return -1;
     }
-    /* Try to create the file exclusively first so that a failure later on
-     * removes only a file this call created. */
-    int created = 1;
-    g.fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (g.fd < 0 && errno == EEXIST) {
-        created = 0;
-        g.fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    }
-    if (g.fd < 0) {
+    if (sink_open(path, gz) < 0) {
         int saved = errno;
         release_all();
         errno = saved;
         return -1;
     }
     if (fmt->file_begin(&g.w) < 0)
-        return abandon_open(path, created, errno ? errno : ENOMEM);
+        return abandon_open(path, errno ? errno : ENOMEM);
     int rc = pthread_create(&g.thread, NULL, writer_main, NULL);
     if (rc)
-        return abandon_open(path, created, rc);
+        return abandon_open(path, rc);
     return 0;
-nomem:
-    release_all();
-    errno = ENOMEM;
-    return -1;
 }
 
 int trace_close(trace_stats *stats)
@@ -839,16 +580,9 @@ int trace_close(trace_stats *stats)
     /* Producers have stopped (the engine stops recording first); make any late
      * trace_reserve drop, hand over the partial buffers, and only then tell
      * the writer to finish: it exits once it finds the queue empty. */
-    atomic_store(&g.closing, 1);
-    for (trace_tt *t = atomic_load(&g.threads); t; t = t->next) {
-        trace_buf *buf = t->buf;
-        if (buf) {
-            buf->count = (uint32_t)(t->pub.cur - buf->recs);
-            t->buf = NULL;
-            queue_push(buf);
-        }
-        t->pub.cur = t->pub.end = t->pub.start = NULL;
-    }
+    buffers_refuse();
+    for (trace_tt *t = atomic_load(&g.threads); t; t = t->next)
+        buffers_hand_over(t);
     atomic_store(&g.stop, 1);
     pthread_mutex_lock(&g.mu);
     pthread_cond_signal(&g.cv);
@@ -860,7 +594,7 @@ int trace_close(trace_stats *stats)
     for (trace_tt *t = atomic_load(&g.threads); t; t = t->next) {
         uint64_t n = atomic_load(&t->dropped);
         dropped += n;
-        if (g.err)
+        if (sink_error())
             continue;
         if (n && !t->drop_seen) {
             uint64_t ns = clock_to_ns(&g.w.conv, atomic_load(&t->drop_tsc));
@@ -881,25 +615,22 @@ int trace_close(trace_stats *stats)
             end_ns = last;
     }
     dropped += g.events_lost;
-    if (!g.err)
+    if (!sink_error())
         g.w.fmt->file_end(&g.w, end_ns, dropped, 1);
     out_flush();
-    if (g.gz && !g.err)
-        deflate_some(NULL, 0, Z_FINISH);
-    if (close(g.fd) < 0 && !g.err)
-        sink_fail(errno, "closing the trace");
+    sink_finish();
 
     if (stats) {
         memset(stats, 0, sizeof *stats);
         stats->events_written = g.events_written;
         stats->events_dropped = dropped;
-        stats->bytes_written = g.bytes_written;
+        stats->bytes_written = sink_bytes();
         stats->block_slices = g.block_slices;
         stats->function_slices = g.function_slices;
-        stats->error_errno = g.err;
-        snprintf(stats->error_message, sizeof stats->error_message, "%s", g.errmsg);
+        stats->error_errno = sink_error();
+        snprintf(stats->error_message, sizeof stats->error_message, "%s", sink_message());
     }
-    int err = g.err;
+    int err = sink_error();
     release_all();
     if (err) {
         errno = err;

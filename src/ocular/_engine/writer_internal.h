@@ -1,5 +1,6 @@
-/* writer_internal.h - what writer.c shares with the two encoders (json.c,
- * pftrace.c). Nothing here is seen by the hot path: it only knows trace.h.
+/* writer_internal.h - what writer.c shares with its helpers (buffers.c,
+ * sink.c) and with the two encoders (json.c, pftrace.c). Nothing here is seen
+ * by the hot path: it only knows trace.h.
  *
  * Everything below the "writer side" marks is touched by the writer thread
  * only (or by trace_close after the writer thread was joined), so it needs no
@@ -109,6 +110,32 @@ struct trace_writer {
     size_t out_len, out_cap;
     void *fmt_state;                 /* encoder's global state */
 };
+
+/* ---- between writer.c and its two helpers ------------------------------------ */
+
+/* buffers.c: the producers' buffers and the queue of full ones. */
+int buffers_init(size_t max_bytes);          /* -1: out of memory */
+void buffers_release(void);                  /* frees every buffer */
+void buffers_abandon(void);                  /* forked child: forget them */
+void buffers_refuse(void);                   /* from now on every slow path drops */
+void buffers_hand_over(trace_tt *t);         /* queue t's partial buffer (at close) */
+int buffers_pending(void);                   /* is anything queued? */
+trace_buf *buffers_take_all(void);           /* the queue, oldest first, linked by next */
+void buffers_recycle(trace_buf *buf);        /* transcribed: back to the free list */
+
+/* sink.c: the file (raw or gzip) and its first error. Writer thread only, then
+ * trace_close after the join. */
+int sink_open(const char *path, int gz);     /* -1 with errno */
+void sink_write(const char *data, size_t len);   /* discarded after an error */
+void sink_finish(void);                      /* ends the gzip stream, closes */
+void sink_remove(const char *path);          /* closes; unlinks if sink_open created it */
+void sink_release(void);
+void sink_abandon(void);                     /* forked child: close its descriptor copy */
+int sink_error(void);                        /* errno of the first failure, 0 if none */
+const char *sink_message(void);
+uint64_t sink_bytes(void);
+
+/* ---- for the encoders ------------------------------------------------------------ */
 
 /* Room for n more bytes in w->out (flushing to the sink first if needed). */
 char *trace_out_reserve(trace_writer *w, size_t n);
