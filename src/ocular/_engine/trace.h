@@ -1,5 +1,5 @@
 /* trace.h - the contract between the hot path (monitor.c) and the trace
- * export pipeline (writer.c, json.c, pftrace.c).
+ * export pipeline (buffers.c, writer.c, json.c, pftrace.c, sink.c).
  *
  * The hot path appends fixed-size records, in time order, to a per-thread
  * buffer; it never formats, never locks and never waits on the disk. Full
