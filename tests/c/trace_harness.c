@@ -1,6 +1,6 @@
 /* trace_harness.c - drives the trace-export pipeline (buffers.c, writer.c,
- * json.c, pftrace.c, sink.c) without the engine, with synthetic but engine-like record
- * streams, and prints the ground truth as JSON on stdout.
+ * json.c, pftrace.c, sink.c) without the engine, with synthetic but
+ * engine-like record streams, and prints the ground truth as JSON on stdout.
  *
  *   trace_harness MODE PATH [SEED]
  *   MODE: nested      several named threads, nested function/block slices,
