@@ -269,6 +269,14 @@ static inline void close_segment(thread_data *td, shadow_frame *f, int32_t end_u
     close_segment_slow(td, f, end_unit, now, ticks);
 }
 
+/* The frame's running segment now starts at `unit`; all that the fast paths
+ * (whose frame is untainted) need of open_segment. */
+static inline void step_to(shadow_frame *f, int32_t unit, uint64_t now)
+{
+    f->seg_start = unit;
+    f->origin = now + (uint64_t)engine.event_cost;
+}
+
 /* Begin the frame's next segment at `unit` (-1: unknown until its next event). */
 static inline __attribute__((always_inline)) void open_segment(thread_data *td, shadow_frame *f,
                                                               int32_t unit, uint64_t now, int mode)
@@ -276,8 +284,7 @@ static inline __attribute__((always_inline)) void open_segment(thread_data *td, 
     if (unit >= 0 && mode == MODE_ADAPTIVE && UNLIKELY(!(f->ci->unit_flags[unit] & UNIT_LEADER)))
         if (codeinfo_split(f->ci, unit) < 0)
             unit = -1;
-    f->seg_start = unit;
-    f->origin = now + (uint64_t)engine.event_cost;
+    step_to(f, unit, now);
     f->tainted = 0;
     f->resumed_at = now;
     if (UNLIKELY(f->traced))
@@ -530,13 +537,6 @@ static inline shadow_frame *steady_frame(thread_data **td_out, PyObject *const *
         return NULL;
     *td_out = td;
     return f;
-}
-
-/* The fast paths' commit: the frame's running segment now starts at `unit`. */
-static inline void step_to(shadow_frame *f, int32_t unit, uint64_t now)
-{
-    f->seg_start = unit;
-    f->origin = now + (uint64_t)engine.event_cost;
 }
 
 /* The traced ends of the fast paths are out of line and tail-called: a fast
