@@ -2,6 +2,7 @@
  *
  * Everything here runs on the cold path: once per code object per run, or
  * when an event lands in the middle of a block and splits it. */
+#include <string.h>
 #include "codeinfo.h"
 #include "engine.h"
 
@@ -10,6 +11,7 @@ uint16_t opcode_flags[256];
 
 codeinfo **codeinfo_registry;
 uint32_t codeinfo_count;
+uint64_t codeinfo_retired_hits;
 static uint32_t registry_capacity;
 
 /* Called by CPython when a code object that has our slot dies, and (3.12+)
@@ -43,13 +45,59 @@ static void codeinfo_free(codeinfo *ci)
     PyMem_RawFree(ci->next_unit);
     PyMem_RawFree(ci->jump_unit);
     PyMem_RawFree(ci->opcodes);
+    PyMem_RawFree(ci->site_hits_base);
+    PyMem_RawFree(ci->site_hits_alt_base);
+    PyMem_RawFree(ci->insn_hits_base);
+    PyMem_RawFree(ci->insn_cycles_base);
     PyMem_RawFree(ci);
+}
+
+static void *copy_of(const void *from, size_t bytes)
+{
+    if (!from)
+        return NULL;
+    void *to = PyMem_RawMalloc(bytes ? bytes : 1);
+    if (to)
+        memcpy(to, from, bytes);
+    return to;
+}
+
+int codeinfo_registry_snapshot(void)
+{
+    for (uint32_t i = 0; i < codeinfo_count; i++) {
+        codeinfo *ci = codeinfo_registry[i];
+        if (!ci || ci->state != CI_TRACED)
+            continue;
+        size_t n = (size_t)ci->n_units;
+        for (int32_t b = 0; b < ci->n_blocks; b++) {
+            ci->blocks[b].hits_base = ci->blocks[b].hits;
+            ci->blocks[b].cycles_base = ci->blocks[b].cycles;
+        }
+        ci->unplaced_base = ci->unplaced_self;
+        ci->tainted_base = ci->tainted_self;
+        PyMem_RawFree(ci->site_hits_base);
+        PyMem_RawFree(ci->site_hits_alt_base);
+        PyMem_RawFree(ci->insn_hits_base);
+        PyMem_RawFree(ci->insn_cycles_base);
+        ci->site_hits_base = copy_of(ci->site_hits, n * sizeof(uint64_t));
+        ci->site_hits_alt_base = copy_of(ci->site_hits_alt, n * sizeof(uint64_t));
+        ci->insn_hits_base = copy_of(ci->insn_hits, n * sizeof(uint64_t));
+        ci->insn_cycles_base = copy_of(ci->insn_cycles, n * sizeof(int64_t));
+        if ((ci->site_hits && !ci->site_hits_base) || (ci->site_hits_alt && !ci->site_hits_alt_base) ||
+            (ci->insn_hits && !ci->insn_hits_base) || (ci->insn_cycles && !ci->insn_cycles_base)) {
+            engine_fail("out of memory keeping the warm-up's counters");
+            return -1;
+        }
+    }
+    return 0;
 }
 
 void codeinfo_registry_clear(void)
 {
     for (uint32_t i = 0; i < codeinfo_count; i++) {
         codeinfo *ci = codeinfo_registry[i];
+        if (!ci)
+            continue; /* retired */
         PyObject *code = ci->code;
         if (code) {
             /* SetExtra hands the value it replaces to free_extra first. */
@@ -61,6 +109,38 @@ void codeinfo_registry_clear(void)
     PyMem_RawFree(codeinfo_registry);
     codeinfo_registry = NULL;
     codeinfo_count = registry_capacity = 0;
+    codeinfo_retired_hits = 0;
+}
+
+uint64_t codeinfo_site_hits(const codeinfo *ci)
+{
+    uint64_t total = 0;
+    for (int32_t unit = 0; unit < ci->n_units; unit++) {
+        if (ci->site_hits)
+            total += ci->site_hits[unit];
+        if (ci->site_hits_alt)
+            total += ci->site_hits_alt[unit];
+        if (ci->insn_hits)
+            total += ci->insn_hits[unit];
+    }
+    return total;
+}
+
+void codeinfo_retire(codeinfo *ci)
+{
+    PyObject *code = ci->code;
+    if (!ci->is_calibration)
+        codeinfo_retired_hits += codeinfo_site_hits(ci);
+    codeinfo_registry[ci->id] = NULL;
+    if (code) {
+        /* SetExtra hands the value it replaces to free_extra first; after
+         * the detach, the dying code object's co_extra holds nothing of ours,
+         * and a new code object at its address starts with no data */
+        PyUnstable_Code_SetExtra(code, engine.extra_index, NULL);
+        ci->code = NULL;
+        Py_DECREF(code);
+    }
+    codeinfo_free(ci);
 }
 
 int64_t codeinfo_self_cycles(const codeinfo *ci)
@@ -79,8 +159,10 @@ void codeinfo_registry_zero(void)
 {
     for (uint32_t i = 0; i < codeinfo_count; i++) {
         codeinfo *ci = codeinfo_registry[i];
-        ci->calls = 0;
+        if (!ci)
+            continue;
         ci->unplaced_self = 0;
+        ci->edge_thread = NULL;
         for (int32_t b = 0; b < ci->n_blocks; b++)
             ci->blocks[b].hits = 0, ci->blocks[b].cycles = 0;
         if (ci->site_hits)
@@ -97,10 +179,10 @@ void codeinfo_registry_zero(void)
 /* Recorded events of local kinds: every site's hits (calibration excluded). */
 uint64_t codeinfo_registry_site_hits(void)
 {
-    uint64_t total = 0;
+    uint64_t total = codeinfo_retired_hits;
     for (uint32_t i = 0; i < codeinfo_count; i++) {
         const codeinfo *ci = codeinfo_registry[i];
-        if (ci->is_calibration)
+        if (!ci || ci->is_calibration)
             continue;
         for (int32_t unit = 0; unit < ci->n_units; unit++) {
             if (ci->site_hits)
@@ -171,6 +253,9 @@ static inline void mark_leader(codeinfo *ci, int32_t unit)
 static void decode(codeinfo *ci, const uint8_t *bytecode)
 {
     uint32_t extended = 0;
+    /* cache entries have no jump: the second pass below reads every unit */
+    for (int32_t unit = 0; unit < ci->n_units; unit++)
+        ci->jump_unit[unit] = -1;
     for (int32_t unit = 0; unit < ci->n_units;) {
         uint8_t op = bytecode[2 * unit];
         uint32_t arg = extended | bytecode[2 * unit + 1];
@@ -255,6 +340,8 @@ static int build_blocks(codeinfo *ci)
             block_info *old = &ci->blocks[ci->block_of[info->start]];
             info->hits = old->hits;
             info->cycles = old->n_instr ? old->cycles * info->n_instr / old->n_instr : 0;
+            info->hits_base = old->hits_base;
+            info->cycles_base = old->n_instr ? old->cycles_base * info->n_instr / old->n_instr : 0;
         }
     }
     PyMem_RawFree(last_instr);
@@ -378,6 +465,24 @@ static int fill_tables(codeinfo *ci)
     return 0;
 }
 
+static int in_tuple(PyObject *tuple, PyObject *item)
+{
+    if (!tuple)
+        return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple); i++)
+        if (PyTuple_GET_ITEM(tuple, i) == item)
+            return 1;
+    return 0;
+}
+
+int codeinfo_is_ocular(PyObject *code)
+{
+    const char *filename = utf8_or_empty(((PyCodeObject *)code)->co_filename);
+    const char *own_dir = engine.filters.own_dir;
+    return (own_dir && strncmp(filename, own_dir, strlen(own_dir)) == 0) ||
+           in_tuple(engine.calibration, code) || in_tuple(engine.twins, code);
+}
+
 static codeinfo *build(PyObject *code)
 {
     PyCodeObject *co = (PyCodeObject *)code;
@@ -385,11 +490,15 @@ static codeinfo *build(PyObject *code)
     if (!ci)
         return NULL;
     ci->code = Py_NewRef(code);
-    ci->is_calibration = code == engine.calibration_code;
+    /* Calibration kernels are traced like any code (that is what they time)
+     * but never reported; their twins run untraced, as the reference. */
+    ci->is_calibration = in_tuple(engine.calibration, code);
     ci->limit = ci->is_calibration || engine.threshold == 0 ? UINT64_MAX : engine.threshold;
-    if (!ci->is_calibration &&
-        !filter_wants(&engine.filters, utf8_or_empty(co->co_filename), current_module_name(),
-                      utf8_or_empty(co->co_qualname)))
+    if (in_tuple(engine.twins, code))
+        ci->state = CI_EXCLUDED;
+    else if (!ci->is_calibration &&
+             !filter_wants(&engine.filters, utf8_or_empty(co->co_filename), current_module_name(),
+                           utf8_or_empty(co->co_qualname)))
         ci->state = CI_EXCLUDED;
     else if (fill_tables(ci) < 0) {
         Py_DECREF(ci->code);
@@ -403,7 +512,7 @@ static codeinfo *build(PyObject *code)
         codeinfo_free(ci);
         return NULL;
     }
-    if (ci->state == CI_TRACED && engine.exporting)
+    if (ci->state == CI_TRACED && engine.exporting && !ci->is_calibration)
         trace_define_code(ci->id, utf8_or_empty(co->co_qualname), utf8_or_empty(co->co_filename),
                             co->co_firstlineno);
     return ci;

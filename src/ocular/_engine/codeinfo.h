@@ -40,14 +40,16 @@ typedef struct {
     uint32_t flags;
     int32_t first_line;    /* for trace records; -1 when the compiler gave none */
     uint64_t hits;
-    int64_t cycles;
+    int64_t cycles;        /* subticks */
+    uint64_t hits_base;    /* at the end of a sampled run's warm-up (0 before it): */
+    int64_t cycles_base;   /*   what the windows' estimate adds to, unscaled */
 } block_info;
 
 typedef struct codeinfo {
     PyObject *code;            /* strong reference, released by codeinfo_registry_clear */
     uint32_t id;               /* index in the registry; the trace's code id */
     uint8_t state;
-    uint8_t is_calibration;    /* the empty function timed at start to learn the event cost */
+    uint8_t is_calibration;    /* a calibration kernel (calibrate.c): traced, never reported */
     uint64_t limit;            /* hits per site before DISABLE; UINT64_MAX = never */
     int32_t n_units;
     int32_t n_blocks;
@@ -59,11 +61,22 @@ typedef struct codeinfo {
     block_info *blocks;        /* [n_blocks] */
     uint64_t *site_hits;       /* [n_units] hits per event site: (code, event, offset) */
     uint64_t *site_hits_alt;   /* [n_units] 3.14's BRANCH_RIGHT shares BRANCH_LEFT's offset */
-    int64_t *insn_cycles;      /* [n_units] precise mode only, else NULL */
+    int64_t *insn_cycles;      /* [n_units] subticks, precise mode only, else NULL */
     uint64_t *insn_hits;       /* [n_units] INSTRUCTION site hits, precise mode only */
     int32_t *next_unit;        /* [n_units] precise: fall-through successor of an instruction */
-    uint64_t calls;            /* PY_START events */
-    int64_t unplaced_self;     /* self ticks no block or instruction got (the rest is theirs) */
+    int64_t unplaced_self;     /* self subticks no block or instruction got (the rest is theirs) */
+    int64_t tainted_self;      /* of those, the subticks that include frames Ocular did not see */
+    /* The last (thread, caller) -> edge lookup of calls into this code: most
+     * calls of a function come from the caller that called it last. */
+    const void *edge_thread;
+    uint32_t edge_caller;
+    uint32_t edge_index;
+    uint32_t pinned;           /* retire pass that found it on a shadow stack */
+    /* At the end of a sampled run's warm-up (traced whole), the counters as
+     * they stood (codeinfo_registry_snapshot); NULL/0 for code first seen later. */
+    uint64_t *site_hits_base, *site_hits_alt_base, *insn_hits_base;
+    int64_t *insn_cycles_base;
+    int64_t unplaced_base, tainted_base;
 } codeinfo;
 
 /* Opcode facts handed over from Python at import (they move between versions). */
@@ -84,6 +97,9 @@ extern uint16_t opcode_flags[256];
  * if `code` is not a real code object or the build failed (engine failure set). */
 codeinfo *codeinfo_build(PyObject *code);
 
+/* Ocular's own code: its package's, or a calibration kernel or twin. */
+int codeinfo_is_ocular(PyObject *code);
+
 /* Make `unit` start a basic block (an event landed mid-block). Accumulated
  * block data is carried over. Returns 0, or -1 on allocation failure. */
 int codeinfo_split(codeinfo *ci, int32_t unit);
@@ -91,14 +107,22 @@ int codeinfo_split(codeinfo *ci, int32_t unit);
 /* Precise mode's per-instruction arrays, allocated on first use. */
 int codeinfo_enable_insns(codeinfo *ci);
 
-/* Registry: every codeinfo of the current run, in creation order. */
+/* Registry: every codeinfo of the current run, in creation order (its index
+ * is the code id); NULL where a dead code object's data was retired. */
 extern codeinfo **codeinfo_registry;
 extern uint32_t codeinfo_count;
+extern uint64_t codeinfo_retired_hits; /* site hits of retired code objects */
+
+/* Release the code object and its data (its results were taken first). */
+void codeinfo_retire(codeinfo *ci);
+
+/* Sum of a code object's site hits. */
+uint64_t codeinfo_site_hits(const codeinfo *ci);
 
 /* Detach from co_extra, release the code objects, free everything. */
 void codeinfo_registry_clear(void);
 
-/* A function's self ticks: its blocks' or instructions' plus unplaced_self. */
+/* A function's self subticks: its blocks' or instructions' plus unplaced_self. */
 int64_t codeinfo_self_cycles(const codeinfo *ci);
 
 /* Sum of every site's hits. */
@@ -106,6 +130,10 @@ uint64_t codeinfo_registry_site_hits(void);
 
 /* Zero every counter (after calibration) but keep the tables. */
 void codeinfo_registry_zero(void);
+
+/* Keep every counter's present value as its base (the end of a warm-up).
+ * Returns -1 on allocation failure (engine failure set). */
+int codeinfo_registry_snapshot(void);
 
 int codeinfo_init_extra_index(void);
 

@@ -14,27 +14,68 @@
 
 enum { MODE_ADAPTIVE = 0, MODE_PRECISE = 1 };
 
+/* Every accumulated time is kept in subticks, 1/16 of a tick: the per-event
+ * corrections are calibrated to a fraction of a tick, and rounding each of
+ * millions of them to whole ticks would bias cheap blocks and instructions. */
+#define SUB_SHIFT 4
+#define SUB_ONE (1 << SUB_SHIFT)
+
+/* The kinds of event whose cost Ocular removes from the intervals around them
+ * (calibrate.c measures them). */
+enum {
+    EV_EDGE,      /* JUMP, BRANCH (BRANCH_LEFT/RIGHT) */
+    EV_INSN,      /* INSTRUCTION */
+    EV_START,     /* PY_START */
+    EV_RETURN,    /* PY_RETURN */
+    EV_RESUME,    /* PY_RESUME, PY_THROW */
+    EV_YIELD,     /* PY_YIELD */
+    EV_RAISE,     /* RAISE, RERAISE */
+    EV_HANDLED,   /* EXCEPTION_HANDLED */
+    EV_UNWIND,    /* PY_UNWIND */
+    EV_KINDS
+};
+
+/* What an event costs the thread's timeline, split between the interval that
+ * ends at the event (head: CPython's dispatch up to Ocular's clock read) and
+ * the one that begins there (tail: the rest of the callback and CPython's
+ * return to the program). Offsets past 256 bytes are passed as freshly
+ * allocated ints: each such argument adds far_head + far_tail. */
+typedef struct {
+    int64_t head[EV_KINDS];
+    int64_t tail[EV_KINDS];
+    int64_t far_head;
+    int64_t far_tail;
+} corrections;
+
+/* sys.monitoring passes offsets 0..256 as cached small ints, larger ones boxed. */
+#define FAR_UNIT 128
+
 typedef struct {
     int recording;            /* callbacks record only while set (engine_set_recording) */
-    uint64_t live_run;        /* run_id while recording, else 0: the hot path's one check */
+    uint64_t live_stamp;      /* stamp while recording, else 0: the hot path's one check */
+    uint64_t stamp;           /* bumped per start and per stretch (sampling window): a
+                                 thread whose stamp differs begins a stretch (tstate.c) */
     int mode;
     uint32_t threshold;       /* hits per site before DISABLE; 0 = never */
     uint64_t run_id;          /* bumped per start: stale thread data is recognised by it */
     int extra_index;          /* our co_extra slot, -1 until requested */
     PyObject *disable;        /* sys.monitoring.DISABLE (strong reference) */
-    PyObject *calibration_code; /* strong reference while calibrating, else NULL */
+    PyObject *calibration;    /* tuple of the calibration kernels' code objects, or NULL */
+    PyObject *twins;          /* tuple of their untraced twins' code objects, or NULL */
     filter_set filters;
 
-    int64_t event_cost;       /* ticks one event adds to a measured interval */
+    corrections corr;         /* in subticks; replaced by each calibration */
     uint64_t global_events;   /* recorded events of global (never DISABLEd) kinds; local
                                  ones are counted per site, summed at stop */
     uint64_t disabled_sites;  /* DISABLE returned because a site reached the threshold */
-    int64_t unattributed;     /* ticks that belong to no block (see monitor.c) */
     uint64_t lost_frames;     /* frames that left without an event we saw */
     const char *failure;      /* first internal failure (a static string), or NULL */
 
+    clock_anchor begun;       /* when start() ran */
     clock_anchor started;     /* start of the traced interval (after calibration) */
+    double tsc_hz_estimate;   /* ticks per second from begun to started (~20 ms) */
     int exporting;            /* a trace file is being written (trace.h) */
+    int sampling;             /* events are on only in windows (sampler.h) */
 } engine_state;
 
 extern engine_state engine;
@@ -42,7 +83,19 @@ extern engine_state engine;
 static inline void engine_set_recording(int on)
 {
     engine.recording = on;
-    engine.live_run = on ? engine.run_id : 0;
+    engine.live_stamp = on ? engine.stamp : 0;
+}
+
+/* Every thread's next event begins a new stretch of its time account. */
+static inline void engine_new_stretch(void)
+{
+    engine.stamp++;
+    engine_set_recording(engine.recording);
+}
+
+static inline double engine_tsc_hz(void)
+{
+    return engine.tsc_hz_estimate > 0 ? engine.tsc_hz_estimate : 1e9;
 }
 
 /* An internal failure: stop recording, remember why (reported at stop). */

@@ -72,20 +72,30 @@ static inline trace_record *trace_reserve(trace_thread *thread)
     return trace_reserve_slow(thread);
 }
 
+enum { TRACE_DETAIL_BLOCKS = 0, TRACE_DETAIL_FUNCTIONS = 1 };
+
 typedef struct {
     uint64_t events_written;
     uint64_t events_dropped;
     uint64_t bytes_written;
     uint64_t block_slices;  /* slices written (instructions are not counted) */
     uint64_t function_slices;
+    int budget_stage;       /* 0: all written; 1: function slices only from functions_only_from_ns;
+                               2: and nothing new from nothing_from_ns (the size budget) */
+    uint64_t budget_skipped;  /* records left out for the budget or the detail */
+    uint64_t functions_only_from_ns, nothing_from_ns;
     int error_errno;        /* first I/O error of the writer thread, 0 if none */
     char error_message[256];
 } trace_stats;
 
 /* Open `path` (format chosen by its suffix: .json, .pftrace, .perfetto-trace,
- * each optionally followed by .gz), start the writer thread. On failure
+ * each optionally followed by .gz), start the writer thread. `budget` bounds
+ * the file's size in bytes (0: none): past 80 % of it only function slices are
+ * written, past all of it nothing new (open slices are still closed).
+ * `detail` TRACE_DETAIL_FUNCTIONS writes function slices only. On failure
  * returns -1 with errno set and nothing left running. */
-int trace_open(const char *path, size_t max_buffer_bytes, clock_converter conv);
+int trace_open(const char *path, size_t max_buffer_bytes, clock_converter conv, uint64_t budget,
+               int detail);
 
 /* Name a code object for the writer (cold path: once per code object). */
 void trace_define_code(uint32_t code_id, const char *qualname, const char *filename,
@@ -93,6 +103,9 @@ void trace_define_code(uint32_t code_id, const char *qualname, const char *filen
 
 /* A producer for the calling thread (cold path: once per thread per run). */
 trace_thread *trace_thread_new(uint64_t native_tid);
+
+/* A producer whose records are thrown away (calibration, calibrate.c). */
+trace_thread *trace_scratch(void);
 
 /* Give a thread its Python name (may be called at any time before close). */
 void trace_thread_set_name(uint64_t native_tid, const char *name);

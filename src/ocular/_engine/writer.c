@@ -40,7 +40,19 @@ static struct {
     /* writer thread, then trace_close */
     uint64_t events_written, events_lost;
     uint64_t block_slices, function_slices;
+    /* the size budget (trace_open): past BLOCKS_SHARE of it only function
+     * slices are written, past all of it nothing new */
+    uint64_t budget;                 /* bytes, 0: none */
+    int detail;                      /* TRACE_DETAIL_* */
+    int stage;                       /* 0 everything, 1 functions only, 2 nothing new */
+    uint64_t stage_ns[3];            /* when each stage began */
+    uint64_t budget_skipped;         /* records left out for the budget or the detail */
 } g;
+
+/* Of the budget, block and instruction slices may fill this share; the rest
+ * is kept for function slices, so that a long run's trace still shows its
+ * calls to the end of the budget. */
+#define BLOCKS_SHARE 0.8
 
 static _Atomic(code_entry *) *code_dir[CODE_DIR];
 
@@ -255,7 +267,16 @@ void trace_thread_set_name(uint64_t native_tid, const char *name)
 
 /* ---- the writer thread ------------------------------------------------------------ */
 
-static int stack_push(trace_tt *t, int kind, uint64_t ns)
+/* A slice lasts at least 1 ns. Perfetto sorts JSON events at equal ts with E
+ * first, so the E of a zero-length B/E pair would close the enclosing slice
+ * and leave the B open. The nanosecond moves the rest of the thread's events
+ * with it (times never go backwards). */
+static uint64_t end_time_at(uint64_t begin, uint64_t ns)
+{
+    return ns > begin ? ns : begin + 1;
+}
+
+static int stack_push(trace_tt *t, int kind, uint64_t ns, int skipped)
 {
     if (t->depth == t->stack_cap) {
         uint32_t cap = t->stack_cap ? t->stack_cap * 2 : 64;
@@ -265,18 +286,38 @@ static int stack_push(trace_tt *t, int kind, uint64_t ns)
         t->stack = grown;
         t->stack_cap = cap;
     }
-    t->stack[t->depth++] = (struct open_slice){ns, kind};
+    t->stack[t->depth++] = (struct open_slice){ns, kind, skipped};
     return 0;
 }
 
-/* A slice lasts at least 1 ns. Perfetto sorts JSON events at equal ts with E
- * first, so the E of a zero-length B/E pair would close the enclosing slice
- * and leave the B open. The nanosecond moves the rest of the thread's events
- * with it (times never go backwards). */
-static uint64_t end_time(const trace_tt *t, uint64_t ns)
+/* Enter the budget's next stages as the file grows (checked once per
+ * transcribed buffer: a buffer adds some tens of kilobytes at most). */
+static void update_stage(uint64_t ns)
 {
-    uint64_t begin = t->stack[t->depth - 1].begin_ns;
-    return ns > begin ? ns : begin + 1;
+    int stage = g.detail == TRACE_DETAIL_FUNCTIONS ? 1 : 0;
+    if (g.budget) {
+        uint64_t bytes = sink_bytes() + g.w.out_len;
+        if (bytes >= g.budget)
+            stage = 2;
+        else if (bytes >= (uint64_t)(BLOCKS_SHARE * (double)g.budget) && stage < 1)
+            stage = 1;
+    }
+    for (int s = g.stage + 1; s <= stage; s++)
+        g.stage_ns[s] = ns;
+    if (stage > g.stage)
+        g.stage = stage;
+}
+
+/* The end of the top slice: written only if its begin was. */
+static void slice_pop(trace_tt *t, uint64_t *ns, int kind, const trace_record *r)
+{
+    t->depth--;
+    if (t->stack[t->depth].skipped) {
+        g.budget_skipped++;
+        return;
+    }
+    *ns = end_time_at(t->stack[t->depth].begin_ns, *ns);
+    g.w.fmt->slice_end(&g.w, t, *ns, kind, r);
 }
 
 static void ensure_started(trace_tt *t, uint64_t ns)
@@ -296,17 +337,19 @@ static void ensure_started(trace_tt *t, uint64_t ns)
 
 static uint64_t close_open_slices(trace_tt *t, uint64_t ns)
 {
-    while (t->depth) {
-        ns = end_time(t, ns);
-        t->depth--;
-        g.w.fmt->slice_end(&g.w, t, ns, t->stack[t->depth].kind, NULL);
-    }
+    while (t->depth)
+        slice_pop(t, &ns, t->stack[t->depth - 1].kind, NULL);
     return ns;
 }
 
 static void block_begin(trace_tt *t, uint64_t ns, const trace_record *r)
 {
-    if (stack_push(t, SLICE_BLOCK, ns) == 0) {
+    int skipped = g.stage >= 1;
+    if (stack_push(t, SLICE_BLOCK, ns, skipped) == 0) {
+        if (skipped) {
+            g.budget_skipped++;
+            return;
+        }
         g.w.fmt->block_begin(&g.w, t, ns, r);
         g.block_slices++;
     }
@@ -321,8 +364,10 @@ static void transcribe(trace_buf *buf)
         g.events_lost += buf->count;
         return;
     }
-    if (buf->count)
+    if (buf->count) {
         ensure_started(t, clock_to_ns(&w->conv, buf->recs[0].tsc));
+        update_stage(clock_to_ns(&w->conv, buf->recs[0].tsc));
+    }
     uint64_t last = t->last_ns;
     for (const trace_record *r = buf->recs, *e = r + buf->count; r < e; r++) {
         uint64_t ns = clock_to_ns(&w->conv, r->tsc);
@@ -331,7 +376,11 @@ static void transcribe(trace_buf *buf)
         last = ns;
         switch (r->kind) {
         case TRACE_FUNC_BEGIN:
-            if (stack_push(t, SLICE_FUNC, ns) == 0) {
+            if (stack_push(t, SLICE_FUNC, ns, g.stage >= 2) == 0) {
+                if (g.stage >= 2) {
+                    g.budget_skipped++;
+                    break;
+                }
                 fmt->func_begin(w, t, ns, r->code_id, trace_code_lookup(r->code_id));
                 g.function_slices++;
             }
@@ -342,22 +391,24 @@ static void transcribe(trace_buf *buf)
         case TRACE_FUNC_END:
         case TRACE_BLOCK_END:
             if (t->depth) {   /* an END with nothing open is not written */
-                last = ns = end_time(t, ns);
-                t->depth--;
-                fmt->slice_end(w, t, ns, r->kind == TRACE_FUNC_END ? SLICE_FUNC : SLICE_BLOCK, r);
+                slice_pop(t, &ns, r->kind == TRACE_FUNC_END ? SLICE_FUNC : SLICE_BLOCK, r);
+                last = ns;
             }
             break;
         case TRACE_BLOCK_NEXT:
             if (t->depth) {
                 trace_record ended = *r;
                 ended.offset = (int32_t)r->end_offset;
-                last = ns = end_time(t, ns);
-                t->depth--;
-                fmt->slice_end(w, t, ns, SLICE_BLOCK, &ended);
+                slice_pop(t, &ns, SLICE_BLOCK, &ended);
+                last = ns;
             }
             block_begin(t, ns, r);
             break;
         case TRACE_INSN: {
+            if (g.stage >= 1) {
+                g.budget_skipped++;
+                break;
+            }
             /* The instruction lane follows the same rules as the thread's
              * track: no piece starts before the previous one ends, and each
              * lasts at least 1 ns (see end_time). */
@@ -406,19 +457,42 @@ static int drain_queue(void)
 
 #define WRITER_POLL_NS (1000 * 1000)
 
+/* A fork while this thread is inside malloc (it encodes names with it) would
+ * leave an allocator that has no fork handlers of its own (AddressSanitizer's,
+ * some others) locked in the child, which then hangs at its first allocation:
+ * a fork waits until the writer is between two steps. */
+static pthread_mutex_t fork_gate = PTHREAD_MUTEX_INITIALIZER;
+static void fork_prepare(void) { pthread_mutex_lock(&fork_gate); }
+static void fork_parent(void) { pthread_mutex_unlock(&fork_gate); }
+static void fork_child(void)
+{
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER; /* no writer here */
+    fork_gate = fresh;
+}
+
+static int drain_gated(void)
+{
+    pthread_mutex_lock(&fork_gate);
+    int drained = drain_queue();
+    pthread_mutex_unlock(&fork_gate);
+    return drained;
+}
+
 static void *writer_main(void *arg)
 {
     (void)arg;
     for (;;) {
-        if (drain_queue())
+        if (drain_gated())
             continue;
         if (atomic_load_explicit(&g.stop, memory_order_acquire)) {
-            drain_queue();   /* pushes that raced with the stop flag */
+            drain_gated();   /* pushes that raced with the stop flag */
             break;
         }
         /* Idle: hand what is encoded to the kernel, so that a killed process
          * leaves a file that is as recent as possible. */
+        pthread_mutex_lock(&fork_gate);
         out_flush();
+        pthread_mutex_unlock(&fork_gate);
         pthread_mutex_lock(&g.mu);
         if (!buffers_pending() && !atomic_load(&g.stop)) {
             struct timespec deadline;
@@ -520,7 +594,8 @@ void trace_abandon(void)
     memset(&g, 0, sizeof g);
 }
 
-int trace_open(const char *path, size_t max_buffer_bytes, clock_converter conv)
+int trace_open(const char *path, size_t max_buffer_bytes, clock_converter conv, uint64_t budget,
+               int detail)
 {
     if (g.open || !path) {
         errno = g.open ? EBUSY : EINVAL;
@@ -539,6 +614,9 @@ int trace_open(const char *path, size_t max_buffer_bytes, clock_converter conv)
         return -1;
     }
     memset(&g, 0, sizeof g);
+    g.budget = budget;
+    g.detail = detail;
+    g.stage = detail == TRACE_DETAIL_FUNCTIONS ? 1 : 0;
     g.w.fmt = fmt;
     g.w.conv = conv;
     g.w.pid = (uint64_t)getpid();
@@ -563,6 +641,9 @@ int trace_open(const char *path, size_t max_buffer_bytes, clock_converter conv)
     }
     if (fmt->file_begin(&g.w) < 0)
         return abandon_open(path, errno ? errno : ENOMEM);
+    static int fork_handlers;
+    if (!fork_handlers && pthread_atfork(fork_prepare, fork_parent, fork_child) == 0)
+        fork_handlers = 1;
     int rc = pthread_create(&g.thread, NULL, writer_main, NULL);
     if (rc)
         return abandon_open(path, rc);
@@ -627,6 +708,10 @@ int trace_close(trace_stats *stats)
         stats->bytes_written = sink_bytes();
         stats->block_slices = g.block_slices;
         stats->function_slices = g.function_slices;
+        stats->budget_stage = g.stage;
+        stats->budget_skipped = g.budget_skipped;
+        stats->functions_only_from_ns = g.stage >= 1 ? g.stage_ns[1] : 0;
+        stats->nothing_from_ns = g.stage >= 2 ? g.stage_ns[2] : 0;
         stats->error_errno = sink_error();
         snprintf(stats->error_message, sizeof stats->error_message, "%s", sink_message());
     }

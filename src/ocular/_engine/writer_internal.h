@@ -46,6 +46,7 @@ enum { SLICE_FUNC = 1, SLICE_BLOCK = 2 };
 struct open_slice {
     uint64_t begin_ns;
     int kind;
+    int skipped;    /* begun while the size budget left such slices out: its end is not written either */
 };
 
 struct trace_thread_private {
