@@ -194,12 +194,23 @@ def test_sigkill_leaves_a_loadable_file(harness, tmp_path, suffix):
     assert tc.count_slices(trace, 'spin', allow_open=True) > 1000
 
 
-def test_cut_json_loads_up_to_last_complete_event(runs, tmp_path):
+def _event_count(trace):
+    return sum(len(evs) for evs in trace.events.values())
+
+
+@pytest.mark.parametrize('where', ['inside an event', 'between two events'])
+def test_cut_json_loads_up_to_last_complete_event(runs, tmp_path, where):
     text = runs['.json'][0].read_bytes()
+    whole = _event_count(tc.load_json(runs['.json'][0]))
+    start = text.index(b'\n{', len(text) // 2) + 1
+    # Inside: a few bytes into the event that starts after the middle.
+    # Between: just after the event before it, comma included.
+    end = start + 7 if where == 'inside an event' else start
     cut = tmp_path / 'cut.json'
-    cut.write_bytes(text[:len(text) // 2 + 7])
+    cut.write_bytes(text[:end])
     trace = tc.load_json(cut, tolerant=True)
     assert trace.truncated
+    assert 0 < _event_count(trace) < whole
     tc.check_nesting(trace, allow_open=True)
     with pytest.raises(tc.TraceError):
         tc.load_json(cut)

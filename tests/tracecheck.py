@@ -166,6 +166,10 @@ def load_json(path, tolerant=False) -> Trace:
                 if any(rest.strip() for rest in lines[i + 1:]):
                     raise
                 trace.truncated = True
+        # A cut that falls between two events leaves every line whole: the
+        # missing closing bracket is then what says the file was cut.
+        if not text.rstrip().endswith(']'):
+            trace.truncated = True
     for order, ev in enumerate(events):
         _add_json_event(trace, ev, order)
     return trace

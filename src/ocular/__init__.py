@@ -22,19 +22,24 @@ if sys.version_info < (3, 12):
     )
 
 import atexit
+import dataclasses
 import os
 import threading
+import time
 import warnings
 
-from . import _engine, _opcodes
+from . import _calibration, _engine, _opcodes
+from . import subprocesses as _subprocesses
+from ._build import Graveyard, build_profile, specialized_names
 from ._profile import (
     BlockStats,
+    CallStats,
     FunctionStats,
     InstructionStats,
     LineStats,
     Profile,
     SiteStats,
-    build_profile,
+    ThreadStats,
 )
 
 __all__ = [
@@ -47,22 +52,28 @@ __all__ = [
     "LineStats",
     "InstructionStats",
     "SiteStats",
+    "CallStats",
+    "ThreadStats",
+    "tracing",
+    "profile",
+    "load",
 ]
 __version__ = "0.1.0"
 
 MODES = ("adaptive", "precise")
+TRACE_DETAILS = ("blocks", "functions")
 TRACE_SUFFIXES = (".json", ".pftrace", ".perfetto-trace")
 TOOL_IDS = (2, 3, 4)  # PROFILER_ID, then the two ids CPython leaves unassigned
 TOOL_NAME = "ocular"
-_CALIBRATION_CALLS = 3000
+MAX_BUFFER_MB = 1 << 20  # 1 TiB of trace buffers
 _EXACT_EXCEPTION_EVENTS = ("RAISE", "RERAISE", "EXCEPTION_HANDLED")
 _OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 _engine.set_opcode_table(*_opcodes.opcode_table())
 
-
-def _calibration_target():
-    """An empty function: its apparent duration is one event's cost."""
+# Recalibration period during a run: often where every event is traced (the
+# correction is most of each figure there), rarely where sites are DISABLEd.
+_REFRESH_MS = {True: _calibration.REFRESH_MS, False: 5 * _calibration.REFRESH_MS}
 
 
 class _Run:
@@ -75,6 +86,23 @@ class _Run:
         self.callbacks = callbacks
         self.output = output
         self.hooked = False
+        self.calibrator = None
+        self.calibration_ms = 0.0
+        self.sample_interval_ms = None
+        self.window_ms = None
+        self.graveyard = Graveyard()
+        self.registry_seen = 0
+        self.family = None  # subprocesses.Family when children are profiled too
+
+    def refresh(self):
+        """The clock's periodic work, in the main thread at a safe point:
+        recalibrate, and release the data of code objects the program dropped
+        (a long run that keeps compiling code keeps bounded memory)."""
+        self.calibrator.refresh()
+        size = _engine.registry_size()
+        if size - self.registry_seen >= RETIRE_EVERY:
+            self.registry_seen = size
+            self.graveyard.take(_engine.retire_dead())
 
 
 _run = None
@@ -105,6 +133,34 @@ def _check_patterns(name, value):
     return patterns
 
 
+SAMPLE_INTERVAL_MS = 50.0  # default: mean time between sampling windows at threshold > 0
+MIN_SAMPLE_INTERVAL_MS = 5.0  # 2 instrumentation-version bumps per window; see _sampling_budget
+WINDOW_SHARE = 0.01  # a window is this share of the interval: the overhead's main term
+# Shorter windows would be mostly their own switching. Estimates are as good as
+# the windows are many (README, limitations): tight loops' hits and calls vary
+# by +-25 % between runs at 5 ms intervals (a bias low of 10-45 % was measured
+# in earlier sessions); 3 ms windows did not reliably do better, and cost 6x
+# the overhead.
+MIN_WINDOW_MS = 0.5
+WARMUP_MS = 10.0  # the run's start is traced whole: a short run's profile is exact
+RETIRE_EVERY = 256  # new code objects between two looks for dead ones
+
+
+def _check_interval(value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"sample_interval_ms must be None (first N hits only) or a number of milliseconds, "
+            f"not {type(value).__name__}"
+        )
+    if not MIN_SAMPLE_INTERVAL_MS <= value <= 60000:
+        raise ValueError(
+            f"sample_interval_ms must be between {MIN_SAMPLE_INTERVAL_MS:g} and 60000 (or None), not {value!r}"
+        )
+    return float(value)
+
+
 def _check_arguments(mode, perfetto, threshold, exclude, include_only, output, max_buffer_mb):
     if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, not {mode!r}")
@@ -120,8 +176,10 @@ def _check_arguments(mode, perfetto, threshold, exclude, include_only, output, m
     include_only = _check_patterns("include_only", include_only)
     if isinstance(max_buffer_mb, bool) or not isinstance(max_buffer_mb, int):
         raise TypeError(f"max_buffer_mb must be an int, not {type(max_buffer_mb).__name__}")
-    if max_buffer_mb < 1:
-        raise ValueError(f"max_buffer_mb must be at least 1, not {max_buffer_mb}")
+    if not 1 <= max_buffer_mb <= MAX_BUFFER_MB:
+        # The engine takes the bound in bytes as a 64-bit count: a larger
+        # value would wrap around to a small bound and drop the whole trace.
+        raise ValueError(f"max_buffer_mb must be between 1 and {MAX_BUFFER_MB}, not {max_buffer_mb}")
     if not perfetto:
         return exclude, include_only, None
     if not isinstance(output, (str, os.PathLike)):
@@ -196,6 +254,10 @@ def start_tracing(
     *,
     output="ocular_trace.json",
     max_buffer_mb=256,
+    sample_interval_ms=SAMPLE_INTERVAL_MS,
+    max_trace_mb=None,
+    trace_detail="blocks",
+    subprocesses=False,
 ):
     """Start tracing every thread.
 
@@ -203,58 +265,111 @@ def start_tracing(
         "precise" (cycles per bytecode instruction).
     perfetto: write a trace to `output` (.json Chrome JSON, .pftrace or
         .perfetto-trace protobuf, optionally .gz).
-    deinstrument_threshold: hits per site after which the site is DISABLEd
-        and runs at full speed; 0 traces everything.
+    deinstrument_threshold: 0 traces every event of the run (exact). Above 0
+        the run is sampled (see sample_interval_ms).
+    sample_interval_ms: with a threshold above 0, Ocular traces every event
+        for the run's first WARMUP_MS (10) milliseconds, then in short windows
+        (0.5 ms, or 1 % of this interval if longer) at random intervals of about
+        this many milliseconds, and nothing in between; the profile's figures
+        are whole-run estimates (FunctionStats.sampled_* keep what was
+        recorded). A run that ends within the warm-up is traced whole.
+        None instead records the first `deinstrument_threshold` hits of
+        every site and DISABLEs it (figures then describe only the start of
+        each loop and the first calls of each function).
     exclude / include_only: substrings matched against a code object's
         filename, module name and qualified name.
     max_buffer_mb: memory bound of the trace buffers; past it, new trace
         events are dropped and counted.
+    max_trace_mb: a size budget for the trace file (None: none). Past 80 % of
+        it only function slices are written (blocks and instructions stop),
+        past all of it nothing new; slices already open are closed. Perfetto's
+        UI cannot open traces much over 2 GB.
+    trace_detail: "blocks" (functions, blocks, and in precise mode
+        instructions) or "functions" (function slices only: about a tenth of
+        the size for loop-heavy code).
+    subprocesses: True profiles the child processes too (forked, spawned by
+        multiprocessing, or Python run by subprocess), with these options;
+        each saves its profile beside the output, and the parent's
+        Profile.subprocesses names them (see ocular.subprocesses).
     """
     global _run
     exclude, include_only, output = _check_arguments(
         mode, perfetto, deinstrument_threshold, exclude, include_only, output, max_buffer_mb
     )
+    sample_interval_ms = _check_interval(sample_interval_ms)
+    if max_trace_mb is not None and (isinstance(max_trace_mb, bool) or not isinstance(max_trace_mb, (int, float))):
+        raise TypeError(f"max_trace_mb must be None or a number of megabytes, not {type(max_trace_mb).__name__}")
+    if max_trace_mb is not None and not 1 <= max_trace_mb <= 1 << 20:
+        raise ValueError(f"max_trace_mb must be between 1 and {1 << 20} (or None), not {max_trace_mb!r}")
+    if trace_detail not in TRACE_DETAILS:
+        raise ValueError(f"trace_detail must be one of {', '.join(map(repr, TRACE_DETAILS))}, not {trace_detail!r}")
+    if not isinstance(subprocesses, bool):
+        raise TypeError(f"subprocesses must be True or False, not {type(subprocesses).__name__}")
+    children = dict(mode=mode, perfetto=perfetto, deinstrument_threshold=deinstrument_threshold,
+                    exclude=exclude and list(exclude), include_only=include_only and list(include_only),
+                    max_buffer_mb=max_buffer_mb, sample_interval_ms=sample_interval_ms,
+                    max_trace_mb=max_trace_mb, trace_detail=trace_detail)
+    sampling = bool(deinstrument_threshold) and sample_interval_ms is not None
+    engine_threshold = 0 if sampling else deinstrument_threshold
     with _lock:
         if _run is not None:
             raise RuntimeError("Ocular is already tracing; call ocular.stop_tracing() first")
         engine_mode = _engine.MODE_PRECISE if mode == "precise" else _engine.MODE_ADAPTIVE
         callbacks = _engine.callbacks(engine_mode)
-        if deinstrument_threshold:
+        if engine_threshold:
             # Exception events can never be DISABLEd: they would cost on every
             # raise for the whole run. With a threshold, an interval an
             # exception cut through goes unattributed instead; threshold 0
-            # (the gapless timeline) follows exceptions exactly.
+            # (the gapless timeline) and sampling windows (between which every
+            # event is off) follow exceptions exactly.
             for name in _EXACT_EXCEPTION_EVENTS:
                 callbacks.pop(name, None)
         run = _Run(mode, deinstrument_threshold, _acquire_tool_id(), callbacks, output)
+        run.sample_interval_ms = sample_interval_ms if sampling else None
+        run.window_ms = max(MIN_WINDOW_MS, sample_interval_ms * WINDOW_SHARE) if sampling else None
+        run.calibrator = _calibration.Calibrator(mode, exceptions=not engine_threshold)
+        run.calibrator.before_hooking()
         try:
             _engine.start(
                 engine_mode,
-                deinstrument_threshold,
+                engine_threshold,
                 exclude,
                 include_only,
                 _OWN_DIR,
                 sys.monitoring.DISABLE,
-                _calibration_target.__code__,
+                run.calibrator.kernel_codes,
+                run.calibrator.twin_codes,
                 output,
                 max_buffer_mb << 20,
+                int((max_trace_mb or 0) * (1 << 20)),
+                TRACE_DETAILS.index(trace_detail),
             )
         except BaseException:
             sys.monitoring.free_tool_id(run.tool)
             raise
         try:
             _hook(run)
-            if output:
-                _watch_thread_names(True)
-            for _ in range(_CALIBRATION_CALLS):
-                _calibration_target()
-            _engine.end_calibration()
+            _watch_thread_names(True)
+            began = time.perf_counter()
+            _engine.own_begin()
+            try:
+                run.calibrator.measure()
+            finally:
+                _engine.own_end()
+            run.calibration_ms = (time.perf_counter() - began) * 1e3
+            refresh_ms = _REFRESH_MS[engine_threshold == 0 and not sampling]
+            _engine.start_clock(run.refresh, refresh_ms,
+                                sys.monitoring.set_events, run.tool, _events_mask(run.callbacks),
+                                run.sample_interval_ms or 0.0, run.window_ms or 0.0, WARMUP_MS)
+            _engine.end_calibration()  # last: the traced interval begins here
         except BaseException:
             _engine.stop()
             _unhook(run)
             _watch_thread_names(False)
             _engine.reset()
             raise
+        if subprocesses:
+            run.family = _subprocesses.arm(children, output)
         _run = run
 
 
@@ -292,15 +407,26 @@ def stop_tracing():
         try:
             totals = _engine.stop()
             raw = _engine.collect()
+            estimate = None
+            if run.sample_interval_ms and totals["warmup_done"]:
+                estimate = _engine.collect(totals["scale"])
             # Read while the run's specialisations are still in place.
-            specialized = _opcodes.specialized_names(raw) if run.mode == "precise" else {}
+            specialized = specialized_names(raw) if run.mode == "precise" else {}
         finally:
             # Whatever failed above, nothing of Ocular's may stay hooked.
             _unhook(run)
             _watch_thread_names(False)
+            children = _subprocesses.disarm(run.family) if run.family else ()
         try:
-            trace_stats = _engine.finish_trace(_thread_names())
-            profile = build_profile(run, totals, raw, specialized, trace_stats)
+            names = _thread_names()
+            if run.sample_interval_ms:
+                names[_engine.WINDOW_TRACK_TID] = "Ocular: sampling windows"  # the clock thread's track
+            trace_stats = _engine.finish_trace(names)
+            calibration = run.calibrator.result(run.calibration_ms)
+            profile = build_profile(run, totals, raw, calibration, trace_stats, names, specialized,
+                                    estimate, run.graveyard)
+            if children:
+                profile = dataclasses.replace(profile, subprocesses=children)
         finally:
             _engine.reset()
     if profile.failure:
@@ -316,7 +442,7 @@ def stop_tracing():
 
 def _after_fork_in_child():
     # A child forked while tracing runs untraced: the run, its tool id and its
-    # trace file belong to the parent.
+    # trace file belong to the parent ...
     global _run, _lock
     _lock = threading.Lock()  # the parent may have held it at fork
     run, _run = _run, None
@@ -326,9 +452,22 @@ def _after_fork_in_child():
     _unhook(run)
     _watch_thread_names(False)
     _engine.reset()
+    if run.family is not None:  # ... unless asked to profile its children: a run of its own
+        _subprocesses.start_child(run.family)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+# In-code sessions and saved profiles (after start_tracing/stop_tracing, which they use).
+from .saved import load  # noqa: E402
+from .session import profile, tracing  # noqa: E402
+
+
+def load_ipython_extension(ipython):
+    """`%load_ext ocular`: the %ocular and %%ocular magics (see ocular.ipython)."""
+    from .ipython import load_ipython_extension as load
+
+    load(ipython)
 
 
 @atexit.register

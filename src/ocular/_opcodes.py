@@ -58,24 +58,3 @@ def opcode_table():
             flag |= END_FOR
         flags[op] = flag
     return bytes(caches), flags
-
-
-def specialized_names(raw):
-    """{code: {offset: specialised opname}} where CPython's adaptive bytecode
-    holds a specialisation of the base instruction (read before Ocular
-    unhooks, while the run's specialisations are still in place).
-
-    Reads the adaptive bytes directly: 3.12's dis.get_instructions(adaptive=True)
-    raises on code that still carries INSTRUMENTED_* opcodes."""
-    all_names = getattr(dis, "_all_opname", dis.opname)
-    result = {}
-    for code, *_ in raw:
-        adaptive = code._co_code_adaptive
-        names = {}
-        for instr in dis.get_instructions(code):
-            op = adaptive[instr.offset] if instr.offset < len(adaptive) else 0
-            name = all_names[op] if op < len(all_names) else None
-            if name and name != instr.opname and name.startswith(instr.opname):
-                names[instr.offset] = name
-        result[code] = names
-    return result

@@ -1,8 +1,28 @@
 """The results model: plain immutable records built from the engine's raw
-counters at stop_tracing()."""
+results at stop_tracing(). Every output (the text report, annotate, the
+exporters) only reads a Profile.
 
-import dis
-import sys
+Times are in cycles of the clock Ocular reads (`Profile.clock_source`, the
+TSC on x86), with Ocular's own per-event cost already taken off
+(`Profile.calibration` says how much, and how certain). Figures are signed:
+a figure smaller than its `uncertainty` may come out below zero, and says so
+rather than being clamped.
+
+One account holds everything: on every thread, the time Ocular covered is
+the functions' self time (each function's blocks plus its unattributed part),
+plus the time in code Ocular does not trace (`untraced`), plus time no frame
+can take (`lost`), plus the overhead removed and Ocular's own time. The
+report's shares are shares of `Profile.total_cycles`, the program's part of
+that account.
+
+At threshold > 0 with sampling (the default there), every figure is a
+whole-run estimate: what the sampling windows recorded, scaled by the run's
+length over the windows' length; `sampled_*` fields keep what was recorded,
+and `Profile.sampling` says how the estimate was made. At threshold 0 (and
+with sample_interval_ms=None) the figures are what was recorded, and
+`sampled_*` equal them.
+"""
+
 from dataclasses import dataclass, field
 
 # ---- records ---------------------------------------------------------------
@@ -13,8 +33,16 @@ class FunctionStats:
     filename: str
     qualname: str
     firstlineno: int
-    calls: int  # PY_START events recorded (capped by the de-instrumentation threshold)
+    calls: int  # PY_START events (capped by the de-instrumentation threshold, if any)
     cycles: int  # self cycles: time in the function's own code, callees excluded
+    inclusive_cycles: int = 0  # self + callees; a recursive call's time counted once
+    unattributed_cycles: int = 0  # of `cycles`, the part no block or instruction could take
+    unobserved_cycles: int = 0  # of those, time that includes calls Ocular did not see
+    uncertainty: int = 0  # +- cycles: the calibration's uncertainty over its events, and
+    #                       when sampled, the sampling error (estimate / sqrt(windows))
+    sampled_calls: int = 0  # what the sampling windows recorded (= calls when exact)
+    sampled_cycles: int = 0  # (= cycles when exact)
+    windows: int = 0  # sampling windows in which it ran (0 when exact)
 
 
 @dataclass(frozen=True, order=True)
@@ -28,6 +56,9 @@ class BlockStats:
     instructions: int
     hits: int
     cycles: int
+    uncertainty: int = 0
+    sampled_hits: int = 0  # what the sampling windows recorded (= hits when exact)
+    sampled_cycles: int = 0
 
 
 @dataclass(frozen=True, order=True)
@@ -36,6 +67,10 @@ class LineStats:
     lineno: int
     hits: int  # times the line ran (the most hits of its instructions)
     cycles: int
+    shared: bool = False  # a share of a block that spans several lines, not measured alone
+    uncertainty: int = 0
+    sampled_hits: int = 0
+    sampled_cycles: int = 0
 
 
 @dataclass(frozen=True, order=True)
@@ -48,6 +83,9 @@ class InstructionStats:
     hits: int
     cycles: int
     specialized: str | None = None  # precise mode: CPython's specialised form at the end of the run
+    uncertainty: int = 0
+    sampled_hits: int = 0
+    sampled_cycles: int = 0
 
 
 @dataclass(frozen=True, order=True)
@@ -63,6 +101,56 @@ class SiteStats:
 
 
 @dataclass(frozen=True)
+class CallStats:
+    """A caller -> callee edge of the call tree."""
+
+    calls: int  # PY_START events of the callee under this caller
+    cycles: int  # the callee's self time under this caller
+    inclusive_cycles: int  # the callee's inclusive time under this caller (outermost pairs)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the whole-run estimates of a sampled profile were made."""
+
+    interval_ms: float  # mean time between windows (randomised +-50 %)
+    window_ms: float  # length of one window
+    windows: int  # windows taken
+    window_ns: int  # their total length
+    scale: float  # what every recorded figure of the program was multiplied by (the program's
+    #               time in the run over its time in the windows; overhead is not scaled)
+    observed_events: int  # events the windows delivered
+    estimated_events: int  # the run's events, estimated
+    version_bumps: int = 0  # sys.monitoring.set_events calls the windows made
+    budget_exhausted: bool = False  # windows stopped to spare 3.13's instrumentation-version budget
+    warmup_ns: int = 0  # the run's start, traced whole (its figures are not scaled)
+    whole: bool = False  # the run ended within the warm-up: every figure is exact
+
+    @property
+    def coverage(self):
+        """After the warm-up, the share of the program's time the windows recorded."""
+        return 1.0 / self.scale if self.scale else 0.0
+
+
+@dataclass(frozen=True)
+class ThreadStats:
+    native_id: int
+    name: str | None
+    covered_cycles: int  # from the thread's first event to its last (or to stop)
+    functions: tuple = ()  # FunctionStats of this thread alone
+    untraced_cycles: int = 0  # time below every frame Ocular saw (excluded or untraced code)
+    lost_cycles: int = 0  # time of frames that vanished unseen: nobody's for sure
+    overhead_cycles: int = 0  # Ocular's per-event cost, removed
+    ocular_cycles: int = 0  # Ocular's own time (calibration refreshes)
+    edges: tuple = ()  # ((caller FunctionStats or None, callee FunctionStats, CallStats), ...)
+
+    @property
+    def program_cycles(self):
+        """The program's time on this thread: covered less Ocular's overhead and own time."""
+        return self.covered_cycles - self.overhead_cycles - self.ocular_cycles
+
+
+@dataclass(frozen=True)
 class Profile:
     mode: str
     deinstrument_threshold: int
@@ -70,13 +158,14 @@ class Profile:
     duration_ns: int
     events: int  # events delivered to Ocular's callbacks while recording
     disabled_sites: int
-    unattributed_cycles: int  # cycles that could not be given to a block/instruction
     functions: tuple = ()
     blocks: tuple = ()
     lines: tuple = ()
     instructions: tuple = ()
     sites: tuple = ()
-    event_cost_cycles: int = 0  # calibrated at start, subtracted from every interval
+    threads: tuple = ()
+    calibration: object = None  # _calibration.Calibration
+    sampling: Sampling | None = None  # set when the figures are sampled estimates
     lost_frames: int = 0  # frames that ended without an event Ocular saw
     failure: str | None = None  # why recording stopped early, if it did
     trace_path: str | None = None
@@ -86,174 +175,133 @@ class Profile:
     dropped_events: int = 0
     trace_error: str | None = None
     clock_source: str = field(default="rdtsc")
+    trace_bytes: int = 0  # the trace file's size
+    trace_kept: str | None = None  # what a size budget or trace_detail left in it (None: everything)
+    subprocesses: tuple = ()  # the saved profiles of its child processes (start_tracing(subprocesses=True))
+    _edges: tuple = field(default=(), repr=False)  # merged over threads, as in ThreadStats.edges
+
+    # -- the account -----------------------------------------------------------
 
     @property
     def total_cycles(self):
-        return sum(f.cycles for f in self.functions)
+        """The program's time as Ocular measured it, summed over threads: the
+        functions' self time, the untraced time below them and lost time."""
+        return sum(t.program_cycles for t in self.threads)
+
+    @property
+    def unattributed_cycles(self):
+        """Time no block or instruction took: functions' unattributed time and lost time."""
+        return sum(f.unattributed_cycles for f in self.functions) + sum(t.lost_cycles for t in self.threads)
+
+    @property
+    def untraced_cycles(self):
+        return sum(t.untraced_cycles for t in self.threads)
+
+    @property
+    def overhead_cycles(self):
+        return sum(t.overhead_cycles for t in self.threads)
+
+    @property
+    def ocular_cycles(self):
+        return sum(t.ocular_cycles for t in self.threads)
+
+    @property
+    def event_cost_cycles(self):
+        """The principal event kind's calibrated cost (ticks per event)."""
+        if not self.calibration:
+            return 0
+        return round(self.calibration.costs[self.calibration.principal].ticks)
 
     def cycles_to_ns(self, cycles):
+        if isinstance(cycles, bool) or not isinstance(cycles, (int, float)):
+            raise TypeError(f"cycles must be an int or float, not {type(cycles).__name__}")
         return cycles * 1e9 / self.tsc_hz if self.tsc_hz else 0.0
 
-    def report(self, limit=20):
+    # -- the call tree -----------------------------------------------------------
+
+    def _function_of(self, target):
+        from ._select import function_of
+
+        return function_of(self, target)
+
+    def callers(self, target):
+        """{caller FunctionStats (None: unknown, below what Ocular saw): CallStats}
+        for a FunctionStats, function, code object or name."""
+        callee = self._function_of(target)
+        return {caller: stats for caller, c, stats in self._edges if c == callee}
+
+    def callees(self, target):
+        """{callee FunctionStats: CallStats} for a FunctionStats, function, code object or name."""
+        caller = self._function_of(target)
+        return {callee: stats for c, callee, stats in self._edges if c == caller}
+
+    @property
+    def edges(self):
+        """Every caller -> callee edge, merged over threads: ((caller, callee, CallStats), ...)."""
+        return self._edges
+
+    # -- rendering ---------------------------------------------------------------
+
+    def report(self, limit=20, *, sort="self", thread=None):
+        """The text report: `limit` rows per table (None: every row), ordered by
+        `sort` ("self", "inclusive", "calls" or "hits"); `thread` (a native id or
+        a name) gives the view of that thread alone."""
         from ._report import render
 
-        return render(self, limit)
+        return render(self, limit, sort, thread)
+
+    def report_callers(self, target=None, limit=20, *, thread=None):
+        """Who called `target` (a function, code object, FunctionStats or name;
+        None: the hottest functions), with the calls and time along each edge."""
+        from ._callers import render_callers
+
+        return render_callers(self, target, limit, thread)
+
+    def report_callees(self, target=None, limit=20, *, thread=None):
+        """What `target` called, with the calls and each callee's time under it."""
+        from ._callers import render_callees
+
+        return render_callees(self, target, limit, thread)
+
+    def annotate(self, target):
+        """The source of a function, code object, FunctionStats, function name or
+        file, one line per source line with its figures (see ocular.annotate)."""
+        from .annotate import annotate
+
+        return annotate(self, target)
+
+    def save(self, path):
+        """Write this profile to `path` as versioned JSON (gzipped if it ends in
+        .gz); ocular.load(path) gives it back, equal to this one."""
+        from .saved import save
+
+        save(self, path)
 
     def __str__(self):
         return self.report()
 
+    def export(self, name, path, **options):
+        """Write the profile in one of ocular.export.FORMATS."""
+        from .export import write
 
-# ---- building ----------------------------------------------------------------
+        return write(name, self, path, **options)
 
-_SITE_EVENTS = {
-    "RETURN_VALUE": "PY_RETURN",
-    "RETURN_CONST": "PY_RETURN",
-    "YIELD_VALUE": "PY_YIELD",
-    "JUMP_FORWARD": "JUMP",
-    "JUMP_BACKWARD": "JUMP",
-}
+    def to_pstats(self, path, **options):
+        """A pstats file (`pstats.Stats(path)`); see ocular.export.pstats."""
+        return self.export("pstats", path, **options)
 
+    def to_speedscope(self, path, **options):
+        """speedscope JSON, one profile per thread (lines=True: leaf frames per line)."""
+        return self.export("speedscope", path, **options)
 
-def _site_event(instr, alt):
-    if instr.opname == "RESUME":
-        return "PY_START" if (instr.arg or 0) & 3 == 0 else "PY_RESUME"
-    if instr.opname in _SITE_EVENTS:
-        return _SITE_EVENTS[instr.opname]
-    if hasattr(sys.monitoring.events, "BRANCH_LEFT"):
-        return "BRANCH_RIGHT" if alt else "BRANCH_LEFT"
-    return "BRANCH"
+    def to_collapsed(self, path, **options):
+        """Collapsed stacks `a;b;c weight` (unit="ns" or "cycles"; lines=True)."""
+        return self.export("collapsed", path, **options)
 
+    def to_pprof(self, path, **options):
+        """gzipped pprof profile.proto (lines=True: locations down to the line)."""
+        return self.export("pprof", path, **options)
 
-def _line_table(code):
-    """{offset: line}; None where the compiler gave no line (and for the line 0
-    of a module's RESUME)."""
-    lines = {}
-    for start, end, line in code.co_lines():
-        for offset in range(start, end, 2):
-            lines[offset] = line if line else None
-    return lines
-
-
-def _spread(total, count):
-    """Split an integer total over `count` parts exactly (remainder to the last)."""
-    share = total // count if count else 0
-    return [share] * (count - 1) + [total - share * (count - 1)] if count else []
-
-
-class _CodeResult:
-    def __init__(self, code, calls, self_cycles, raw_blocks, sites, alt_sites, raw_insns):
-        self.code = code
-        self.calls = calls
-        self.self_cycles = self_cycles
-        self.raw_blocks = raw_blocks
-        self.sites = sites
-        self.alt_sites = alt_sites
-        self.raw_insns = raw_insns
-        self.instrs = list(dis.get_instructions(code))
-        self.by_offset = {i.offset: i for i in self.instrs}
-        self.lines = _line_table(code)
-
-    def block_instructions(self):
-        """[(start_offset, hits, cycles, [instructions])] in offset order."""
-        starts = [b[0] for b in self.raw_blocks]
-        result = []
-        index = 0
-        for number, (start, _n_instr, hits, cycles) in enumerate(self.raw_blocks):
-            end = starts[number + 1] if number + 1 < len(starts) else float("inf")
-            members = []
-            while index < len(self.instrs) and self.instrs[index].offset < end:
-                if self.instrs[index].offset >= start:
-                    members.append(self.instrs[index])
-                index += 1
-            result.append((start, hits, cycles, members))
-        return result
-
-
-def build_profile(run, totals, raw, specialized, trace_stats):
-    precise = run.mode == "precise"
-    functions, blocks, instructions, sites = [], [], [], []
-    lines = {}
-    for entry in raw:
-        result = _CodeResult(*entry)
-        code = result.code
-        filename, qualname = code.co_filename, code.co_qualname
-        if result.calls or result.self_cycles:
-            functions.append(FunctionStats(filename, qualname, code.co_firstlineno, result.calls,
-                                           max(result.self_cycles, 0)))
-        site_hits = dict(result.sites)
-        insn_hits = {offset: (hits, cycles) for offset, hits, cycles in result.raw_insns}
-        code_specialized = specialized.get(code, {})
-        for start, hits, cycles, members in result.block_instructions():
-            if not members:
-                continue
-            if precise:
-                per_instr = []
-                for instr in members:
-                    hits_i, cycles_i = insn_hits.get(instr.offset, (0, 0))
-                    if instr.opname == "RESUME":  # no INSTRUCTION event: its hits are PY_START/PY_RESUME
-                        hits_i = site_hits.get(instr.offset, 0)
-                    per_instr.append((instr, hits_i, max(cycles_i, 0)))
-                hits = per_instr[0][1]
-                cycles = sum(c for _, _, c in per_instr)
-            else:
-                # Noise can leave a tiny block's net cycles (after the event
-                # cost is subtracted) below zero: report it as zero.
-                cycles = max(cycles, 0)
-                per_instr = [(instr, hits, share)
-                             for instr, share in zip(members, _spread(cycles, len(members)))]
-            if not hits and not cycles:
-                continue
-            block_lines = [result.lines.get(i.offset) for i in members]
-            known = [line for line in block_lines if line is not None]
-            blocks.append(BlockStats(filename, qualname, start, members[-1].offset,
-                                     min(known) if known else None, max(known) if known else None,
-                                     len(members), hits, cycles))
-            for instr, hits_i, cycles_i in per_instr:
-                lineno = result.lines.get(instr.offset)
-                if hits_i or cycles_i:
-                    instructions.append(InstructionStats(
-                        filename, qualname, instr.offset, instr.opname, lineno, hits_i,
-                        cycles_i, code_specialized.get(instr.offset)))
-                if lineno is not None:
-                    line_hits, line_cycles = lines.get((filename, lineno), (0, 0))
-                    lines[(filename, lineno)] = (max(line_hits, hits_i), line_cycles + cycles_i)
-        for offset, hits in result.sites:
-            instr = result.by_offset.get(offset)
-            if instr is not None:
-                sites.append(SiteStats(filename, qualname, _site_event(instr, False), offset, hits,
-                                       bool(run.threshold) and hits >= run.threshold))
-        for offset, hits in result.alt_sites:
-            instr = result.by_offset.get(offset)
-            if instr is not None:
-                sites.append(SiteStats(filename, qualname, _site_event(instr, True), offset, hits,
-                                       bool(run.threshold) and hits >= run.threshold))
-        for offset, (hits, _cycles) in insn_hits.items():
-            if hits:
-                sites.append(SiteStats(filename, qualname, "INSTRUCTION", offset, hits,
-                                       bool(run.threshold) and hits >= run.threshold))
-    line_stats = [LineStats(f, n, h, c) for (f, n), (h, c) in lines.items() if h or c]
-    trace_stats = trace_stats or {}
-    return Profile(
-        mode=run.mode,
-        deinstrument_threshold=run.threshold,
-        tsc_hz=totals["tsc_hz"],
-        duration_ns=totals["duration_ns"],
-        events=totals["events"],
-        disabled_sites=totals["disabled_sites"],
-        unattributed_cycles=totals["unattributed_cycles"],
-        functions=tuple(sorted(functions, key=lambda f: -f.cycles)),
-        blocks=tuple(sorted(blocks, key=lambda b: -b.cycles)),
-        lines=tuple(sorted(line_stats, key=lambda line: -line.cycles)),
-        instructions=tuple(sorted(instructions, key=lambda i: -i.cycles)),
-        sites=tuple(sites),
-        event_cost_cycles=totals["event_cost"],
-        lost_frames=totals["lost_frames"],
-        failure=totals["failure"],
-        trace_path=run.output,
-        trace_events=trace_stats.get("events_written", 0),
-        trace_block_slices=trace_stats.get("block_slices", 0),
-        trace_function_slices=trace_stats.get("function_slices", 0),
-        dropped_events=trace_stats.get("events_dropped", 0),
-        trace_error=trace_stats.get("error_message") or None,
-        clock_source=totals["clock_source"],
-    )
+    def to_html(self, path, **options):
+        """A self-contained HTML report (heatmap, functions, flame graph); see ocular.export.html."""
+        return self.export("html", path, **options)
