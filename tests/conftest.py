@@ -1,4 +1,5 @@
 import sys
+import threading
 
 import pytest
 
@@ -26,6 +27,16 @@ def traced(function, *args, threshold=0, **options):
     finally:
         profile = ocular.stop_tracing()
     return profile, result
+
+
+def in_threads(function, count, *args, names=None):
+    """Run function(*args) on `count` new threads at once (named `names`, if given) and wait."""
+    threads = [threading.Thread(target=function, args=args, name=names[i] if names else None)
+               for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def functions_of(profile, module):

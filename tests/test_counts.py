@@ -88,7 +88,7 @@ def test_no_site_exceeds_the_threshold():
 
     expected = run()
     full, _ = traced(run, threshold=0)
-    profile, result = traced(run, threshold=25)
+    profile, result = traced(run, threshold=25, sample_interval_ms=None)
     assert result == expected
     assert profile.sites and max(site.hits for site in profile.sites) <= 25
     assert sum(site.disabled for site in profile.sites) == profile.disabled_sites > 0
@@ -104,7 +104,7 @@ def test_a_second_start_rearms_disabled_sites():
             workloads.empty()
 
     for _ in range(2):
-        profile, _ = traced(run, threshold=5)
+        profile, _ = traced(run, threshold=5, sample_interval_ms=None)
         assert functions_of(profile, workloads)["empty"].calls == 5
 
 
@@ -116,7 +116,7 @@ def test_sites_disable_again_after_another_tools_restart_events():
         for _ in range(100):
             workloads.empty()
 
-    profile, _ = traced(run, threshold=5)
+    profile, _ = traced(run, threshold=5, sample_interval_ms=None)
     assert functions_of(profile, workloads)["empty"].calls == 5
     assert max(site.hits for site in profile.sites) <= 5
 

@@ -29,7 +29,7 @@ def test_instruction_hits_equal_an_independent_listener():
 
 
 def test_threshold_caps_instruction_hits_and_stop_uninstruments():
-    profile, _ = traced(workloads.precise_mix, mode="precise", threshold=7)
+    profile, _ = traced(workloads.precise_mix, mode="precise", threshold=7, sample_interval_ms=None)
     assert max(i.hits for i in profile.instructions) <= 7
     assert max(s.hits for s in profile.sites) <= 7
     assert any(s.disabled for s in profile.sites if s.event == "INSTRUCTION")
@@ -73,7 +73,7 @@ def test_specialized_forms_are_reported_after_deinstrumentation():
             total = total + i
         return total
 
-    profile, _ = traced(run, mode="precise", threshold=20)
+    profile, _ = traced(run, mode="precise", threshold=20, sample_interval_ms=None)
     adds = [i for i in profile.instructions if i.qualname.endswith("run") and i.opname == "BINARY_OP"]
     assert adds and adds[0].specialized == "BINARY_OP_ADD_INT"
 

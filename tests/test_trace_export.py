@@ -225,3 +225,49 @@ def test_a_child_forked_while_tracing_runs_untraced_and_the_parent_finishes(tmp_
     assert functions_of(profile, workloads)["fib"].calls == 2 * 177
     trace = tracecheck.load_json(path)
     assert collections.Counter(s.name for s in function_slices(tracecheck.check_nesting(trace)))["fib"] == 354
+
+
+def test_a_size_budget_keeps_function_slices_to_the_end(tmp_path):
+    def loop_heavy():
+        for _ in range(40):
+            workloads.work(3000)
+            workloads.mixed_no_genexpr()
+
+    unbounded, _ = traced(loop_heavy, perfetto=True, output=str(tmp_path / "full.json"))
+    assert unbounded.trace_kept is None and unbounded.trace_bytes > 3 << 20
+    path = tmp_path / "bounded.json"
+    profile, _ = traced(loop_heavy, perfetto=True, output=str(path), max_trace_mb=1)
+    size = os.path.getsize(path)
+    assert size == profile.trace_bytes
+    # the budget is checked per transcribed buffer: it may be passed by one's worth
+    assert size < (1 << 20) + (256 << 10)
+    assert "function slices" in profile.trace_kept and "left out" in profile.trace_kept
+    assert "the trace holds" in profile.report()
+    trace = tracecheck.load(path)
+    slices = tracecheck.check_nesting(trace)  # still well nested: open slices were closed
+    functions, blocks = function_slices(slices), block_slices(slices)
+    assert blocks and functions
+    # after the blocks stop, the calls go on being written
+    assert max(s.ts for s in functions) > max(s.ts for s in blocks)
+    assert profile.trace_block_slices < unbounded.trace_block_slices
+
+
+def test_function_level_trace(tmp_path):
+    path = tmp_path / "functions.json"
+    profile, _ = traced(workload, perfetto=True, output=str(path), trace_detail="functions")
+    slices = tracecheck.check_nesting(tracecheck.load(path))
+    assert profile.trace_block_slices == 0 and profile.trace_function_slices > 0
+    assert not block_slices(slices)
+    calls = collections.Counter(s.name for s in function_slices(slices))
+    for name, stats in functions_of(profile, workloads).items():
+        assert calls[name] == stats.calls, name
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"max_trace_mb": 0}, ValueError), ({"max_trace_mb": "1"}, TypeError), ({"max_trace_mb": True}, TypeError),
+    ({"trace_detail": "lines"}, ValueError),
+])
+def test_trace_budget_arguments_are_checked(kwargs, error):
+    with pytest.raises(error, match=next(iter(kwargs))):
+        ocular.start_tracing(perfetto=True, output="x.pftrace", **kwargs)
+    assert not ocular.is_tracing()

@@ -278,7 +278,7 @@ static int run_threads(const char *path, size_t limit, long per_thread, uint64_t
 {
     static const char *names[] = {"MainThread", "worker-1 \xe2\x9c\x93", "late \"named\"", NULL};
     enum { N = 4 };
-    if (trace_open(path, limit, make_conv()) < 0) {
+    if (trace_open(path, limit, make_conv(), 0, TRACE_DETAIL_BLOCKS) < 0) {
         printf("{\"open_errno\":%d}\n", errno);
         return 1;
     }
@@ -328,7 +328,7 @@ static int run_threads(const char *path, size_t limit, long per_thread, uint64_t
 
 static int run_kill(const char *path)
 {
-    if (trace_open(path, 0, make_conv()) < 0)
+    if (trace_open(path, 0, make_conv(), 0, TRACE_DETAIL_BLOCKS) < 0)
         return 1;
     trace_define_code(0, "spin", "/app/spin.py", 1);
     producer *p = calloc(1, sizeof *p);
@@ -353,7 +353,7 @@ static int run_kill(const char *path)
 static int run_throughput(const char *path, long slices)
 {
     /* Block slices with 500 distinct names inside functions of 20 blocks. */
-    if (trace_open(path, (size_t)4 << 30, make_conv()) < 0) {
+    if (trace_open(path, (size_t)4 << 30, make_conv(), 0, TRACE_DETAIL_BLOCKS) < 0) {
         printf("{\"open_errno\":%d}\n", errno);
         return 1;
     }
@@ -416,7 +416,7 @@ int main(int argc, char **argv)
     if (strcmp(mode, "throughput") == 0)
         return run_throughput(path, n ? n : 5000000);
     if (strcmp(mode, "open") == 0) {
-        int rc = trace_open(path, 0, make_conv());
+        int rc = trace_open(path, 0, make_conv(), 0, TRACE_DETAIL_BLOCKS);
         int err = rc < 0 ? errno : 0;
         trace_stats st;
         if (rc == 0)
