@@ -1,23 +1,27 @@
-"""Benchmark workloads and the runner one configuration executes in a fresh
-process:  python workloads.py WORKLOAD CONFIG  ->  prints "seconds events dropped"
-(events delivered to Ocular's callbacks; trace events dropped at the buffer
-memory bound).
+"""Benchmark workloads: Ocular's own micro workloads, the pyperformance ones
+(pyperformance_workloads.py) and `many_codes`, under one registry:
+prepare(name, units) -> run().
 
-The first three are mixed, realistic programs (the kind cProfile costs
-2.6-3.4x on); `loops` is a worst case: a tight loop that delivers an event
-every few nanoseconds of real work."""
+The first three micro workloads are mixed, realistic programs (the kind
+cProfile costs 2.6-3.4x on); `loops` is a worst case: a tight loop that
+delivers an event every few nanoseconds of real work. `many_codes` is not
+timed for overhead: it touches 10 000 code objects once each, which is what
+makes stop_tracing() slow."""
 
+import functools
 import json
+import os
 import re
 import sys
-import time
+
+import pyperformance_workloads
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+import demo  # noqa: E402  (examples/demo.py, for `mixed`)
 
 
 def mixed(rounds=60):
     """Parsing, a numeric kernel, recursion, generators, objects, exceptions."""
-    sys.path.insert(0, __file__.rsplit("/", 2)[0] + "/examples")
-    import demo
-
     total = 0
     for _ in range(rounds):
         text = json.dumps({"items": [{"name": f"item {i}", "tags": ["a", str(i)]} for i in range(800)]})
@@ -79,60 +83,56 @@ def loops(n=23_000_000):
 
 
 WORKLOADS = {"mixed": mixed, "stdlib": stdlib, "objects": objects, "loops": loops}
+# Units of a short probe run (run.py scales each workload from it).
+MICRO_PROBES = {"mixed": 6, "stdlib": 20, "objects": 270_000, "loops": 2_300_000}
+
+MANY_CODES = 10_000
 
 
-def run(name, config):
-    function = WORKLOADS[name]
-    events = dropped = 0
-    if config == "untraced":
-        start = time.perf_counter()
-        function()
-        elapsed = time.perf_counter() - start
-    elif config.startswith("ocular-"):
-        import os
-        import tempfile
+def many_codes_source(count):
+    """`count` small functions, each with a loop and a branch (a few blocks)."""
+    return "\n".join(
+        f"def f{i}(n):\n    total = {i}\n    for k in range(n):\n"
+        f"        if k % 2:\n            total += k\n    return total\n"
+        for i in range(count))
 
-        import ocular
 
-        mode, threshold, *trace = config.split("-")[1:]
-        with tempfile.TemporaryDirectory() as directory:
-            output = os.path.join(directory, "trace." + trace[0]) if trace else None
-            ocular.start_tracing(mode=mode, perfetto=bool(trace), deinstrument_threshold=int(threshold),
-                                 output=output or "unused.json")
-            start = time.perf_counter()
-            function()
-            elapsed = time.perf_counter() - start
-            profile = ocular.stop_tracing()
-            events, dropped = profile.events, profile.dropped_events
-    elif config == "cprofile":
-        import cProfile
+def prepare_many_codes(count):
+    # Compiled here, before the run (compiling is C work nobody traces); the
+    # run creates the functions and calls each once: count + 1 code objects.
+    code = compile(many_codes_source(count), "<many_codes>", "exec")
 
-        profiler = cProfile.Profile()
-        profiler.enable()
-        start = time.perf_counter()
-        function()
-        elapsed = time.perf_counter() - start
-        profiler.disable()
-    elif config.startswith("empty-"):
-        import empty_callback
+    def run():
+        namespace = {}
+        exec(code, namespace)
+        for i in range(count):
+            namespace[f"f{i}"](3)
+    return run
 
-        monitoring, events_of = sys.monitoring, sys.monitoring.events
-        names = ["INSTRUCTION"] if config == "empty-precise" else ["JUMP", "BRANCH"]
-        names += ["PY_START", "PY_RESUME", "PY_THROW", "PY_RETURN", "PY_YIELD", "PY_UNWIND",
-                  "RAISE", "RERAISE", "EXCEPTION_HANDLED"]
-        callback = empty_callback.make()
-        monitoring.use_tool_id(2, "empty")
-        for event in names:
-            monitoring.register_callback(2, getattr(events_of, event), callback)
-        monitoring.set_events(2, sum(getattr(events_of, e) for e in names))
-        start = time.perf_counter()
-        function()
-        elapsed = time.perf_counter() - start
-        monitoring.set_events(2, 0)
+
+def names():
+    """Every workload, micro ones last (they are Ocular's own)."""
+    return [*pyperformance_workloads.RECIPES, *WORKLOADS, "many_codes"]
+
+
+def probe_units(name):
+    """Units of a short run, which run.py times to scale the workload."""
+    if name in WORKLOADS:
+        return MICRO_PROBES[name]
+    if name == "many_codes":
+        return MANY_CODES
+    if name in pyperformance_workloads.RECIPES:
+        return pyperformance_workloads.RECIPES[name][1]
+    raise SystemExit(f"unknown workload {name!r}; known: {', '.join(names())}")
+
+
+def prepare(name, units):
+    """-> run(): the workload at `units`, its inputs built and modules imported."""
+    probe_units(name)  # validates the name
+    if name == "many_codes":
+        return prepare_many_codes(units)
+    if name in WORKLOADS:
+        function = WORKLOADS[name]
     else:
-        raise SystemExit(f"unknown config {config}")
-    print(f"{elapsed:.6f} {events} {dropped}")
-
-
-if __name__ == "__main__":
-    run(sys.argv[1], sys.argv[2])
+        function = pyperformance_workloads.RECIPES[name][0]()
+    return functools.partial(function, units)  # no Python frame of the harness's own
