@@ -71,8 +71,16 @@ def _edges(sums, functions):
                  for (caller, callee), values in sums.items() if callee in functions)
 
 
+def _order(record):
+    """Hottest first; ties by identity, so that the order does not depend on
+    the order the runs were added in (None, e.g. a line-less instruction's
+    line, sorts before any number)."""
+    return (-record.cycles, tuple((value is not None, value if value is not None else 0)
+                                  for value in _identity(record)))
+
+
 def _hottest_first(records):
-    return tuple(sorted(records, key=lambda record: -record.cycles))
+    return tuple(sorted(records, key=_order))
 
 
 class _Thread:
@@ -148,7 +156,7 @@ class Merger:
         for thread in self.threads.values():
             threads.append(replace(thread.record, functions=_hottest_first(thread.functions.values()),
                                    edges=_edges(thread.edges, thread.functions)))
-        changes["threads"] = tuple(sorted(threads, key=lambda t: -t.covered_cycles))
+        changes["threads"] = tuple(sorted(threads, key=lambda t: (-t.covered_cycles, t.native_id)))
         changes["tsc_hz"] = self.cycles / self.seconds if self.seconds else self.first.tsc_hz
         changes["trace_path"] = None
         return replace(self.first, **changes)

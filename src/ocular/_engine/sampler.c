@@ -2,15 +2,17 @@
  *
  * A background thread sleeps for randomised periods. For a recalibration it
  * asks the main thread (Py_AddPendingCall) to run the refresher at its next
- * eval-breaker check. For a sampling window it takes the GIL itself (the main
- * thread may be blocked, e.g. joining workers, and would never reach a safe
- * point) and switches Ocular's events on, then off. Holding the GIL is the
- * safe point: no callback can run meanwhile, on any thread. Nothing here runs
+ * eval-breaker check. For a sampling window it asks the same way and, when no
+ * safe point comes within SWITCH_PATIENCE_NS (the main thread may be blocked,
+ * e.g. joining workers), takes the GIL itself; either side switches Ocular's
+ * events on, then off. Holding the GIL is the safe point: no callback can run
+ * meanwhile, on any thread. Nothing here runs
  * in a signal handler, and the callbacks never wait for this thread. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
+#include "breaker.h"
 #include "calibrate.h"
 #include "engine.h"
 #include "codeinfo.h"
@@ -130,17 +132,11 @@ static int run_refresh(void *arg)
 }
 
 /* 3.12 queues a pending call made without the GIL but does not set the main
- * thread's eval breaker for it: it runs only when something else trips the
- * breaker (a GIL hand-over, a signal). So there the clock thread takes the
- * GIL once, which makes the main thread's next breaker check run its
- * pending calls before it hands the GIL over. */
-static void wake_main_thread(PyThreadState **state)
+ * thread's eval breaker for it (breaker.c): trip it ourselves. 3.13 does. */
+static void wake_main_thread(PyThreadState *state)
 {
 #if PY_VERSION_HEX < 0x030D0000
-    pthread_mutex_unlock(&sampler.lock);
-    PyEval_RestoreThread(*state);
-    *state = PyEval_SaveThread();
-    pthread_mutex_lock(&sampler.lock);
+    breaker_trip(PyThreadState_GetInterpreter(state));
 #else
     (void)state;
 #endif
@@ -155,7 +151,7 @@ static void request_refresh(PyThreadState **state)
     if (Py_AddPendingCall(run_refresh, (void *)(uintptr_t)sampler.run_id) < 0)
         atomic_store(&sampler.pending, 0);
     else
-        wake_main_thread(state);
+        wake_main_thread(*state);
 }
 
 /* ---- sampling windows: on this thread, with the GIL ----------------------- */
@@ -292,9 +288,10 @@ static atomic_int switch_done;
  * by a test) and the other side must not make the switch a second time. */
 static atomic_int switch_claimed;
 static void (*switch_action)(void);
-/* Each switch's number. A pending call can outlive its switch (3.12 runs
- * them at the next GIL hand-over, which may come in a later run): only the
- * current switch's call acts. */
+/* Each switch's number. A pending call can outlive its switch (a main thread
+ * blocked past the patience runs it when it wakes, after the clock thread
+ * made the switch itself, perhaps in a later run): only the current switch's
+ * call acts. */
 static atomic_uintptr_t switch_seq;
 
 static void do_switch(void)
@@ -321,14 +318,7 @@ static int switch_pending(void *arg)
  * for a few milliseconds). Taking the GIL instead makes the running thread
  * hand it over at its next eval-breaker check, and the wait for that lands in
  * the window: it is worth it only when no safe point is coming. */
-#if PY_VERSION_HEX < 0x030D0000
-/* 3.12: no patience, the pending call would wait for the GIL hand-over
- * anyway (see wake_main_thread); every switch there takes up to the switch
- * interval (5 ms by default) instead of microseconds. */
-#define SWITCH_PATIENCE_NS 0
-#else
 #define SWITCH_PATIENCE_NS 20000000
-#endif
 #define SWITCH_POLL_NS 50000
 
 /* Called with the lock held; returns with it held. */
@@ -339,14 +329,14 @@ static void switch_window(PyThreadState **state, void (*action)(void))
     atomic_store(&switch_claimed, 0);
     switch_action = action;
     int queued = Py_AddPendingCall(switch_pending, (void *)seq) == 0;
-#if SWITCH_PATIENCE_NS > 0
     for (uint64_t waited = 0; queued && waited < SWITCH_PATIENCE_NS && !atomic_load(&switch_done);
-         waited += SWITCH_POLL_NS)
+         waited += SWITCH_POLL_NS) {
+        /* again at every poll: on 3.12 another thread's check may have
+         * cleared the breaker before the main thread saw it */
+        wake_main_thread(*state);
         if (sleep_for(SWITCH_POLL_NS, NULL))
             break;
-#else
-    (void)queued; /* it runs at the hand-over below, before the GIL comes here */
-#endif
+    }
     if (!atomic_load(&switch_done)) {
         sampler.gil_switches++;
         pthread_mutex_unlock(&sampler.lock);
