@@ -177,3 +177,119 @@ def test_the_command_line_takes_subprocesses(tmp_path):
     assert "1 child process profiled" in result.stderr
     (path,) = tmp_path.glob("ocular_profile.*.ocular.json")
     assert calls(ocular.load(path), "work") == 2
+
+
+# ---- one trace of every process: ocular.merge_traces, `ocular merge` --------------------
+
+def _events_by_track(trace):
+    return {track: len(events) for track, events in trace.events.items()}
+
+
+@pytest.mark.parametrize("suffix", [".pftrace", ".json"])
+def test_the_parents_and_childs_traces_merge_into_one_of_both_processes(tmp_path, suffix):
+    import tracecheck
+
+    got = run(tmp_path, "subprocess", options={"perfetto": True, "output": "parent" + suffix})
+    (child_profile,) = got["children"]
+    parent_path, child_path = str(tmp_path / ("parent" + suffix)), ocular.load(child_profile).trace_path
+    parent, child = tracecheck.load(parent_path), tracecheck.load(child_path)
+    assert parent.pid != child.pid
+    merged_path = str(tmp_path / ("all" + suffix))
+    assert ocular.merge_traces(merged_path, [parent_path, child_path]) == 2
+    merged = tracecheck.load(merged_path, processes=True)
+    assert merged.pids == {parent.pid, child.pid}
+    # Every track of either file is in the merge, with all of its events, and
+    # still nests as Perfetto stacks slices.
+    expected = _events_by_track(parent)
+    assert not set(expected) & set(_events_by_track(child))  # tracks of their own
+    expected.update(_events_by_track(child))
+    assert _events_by_track(merged) == expected
+    assert len(tracecheck.check_nesting(merged)) == len(tracecheck.check_nesting(parent)) + len(
+        tracecheck.check_nesting(child))
+    assert merged.thread_names == {**parent.thread_names, **child.thread_names}
+    with pytest.raises(tracecheck.TraceError):  # one process per file, as the writer makes them
+        tracecheck.load(merged_path)
+    if suffix == ".pftrace":
+        # Bytes put end to end share sequence ids: the checker (like Perfetto,
+        # which would mix the two writers' interned names) refuses that.
+        (tmp_path / "concatenated.pftrace").write_bytes(
+            (tmp_path / "parent.pftrace").read_bytes() + open(child_path, "rb").read())
+        with pytest.raises(tracecheck.TraceError, match="CLEARED twice"):
+            tracecheck.load(tmp_path / "concatenated.pftrace", processes=True)
+
+
+def test_merge_traces_reads_gzip_and_a_trace_cut_short(tmp_path):
+    import gzip
+
+    import tracecheck
+
+    got = run(tmp_path, "subprocess", options={"perfetto": True, "output": "parent.json"})
+    child_path = ocular.load(got["children"][0]).trace_path
+    with open(child_path, "rb") as f:
+        whole = f.read()
+    cut = tmp_path / "child-cut.json.gz"
+    with gzip.open(cut, "wb") as f:
+        f.write(whole[: whole.index(b"\n{", len(whole) // 2) + 7])  # inside an event
+    assert ocular.merge_traces(tmp_path / "all.json.gz", [tmp_path / "parent.json", cut]) == 2
+    merged = tracecheck.load(tmp_path / "all.json.gz", processes=True)
+    alone = tracecheck.load(cut, tolerant=True)
+    assert alone.truncated
+    child_tracks = {track: events for track, events in merged.events.items() if track in alone.events}
+    assert {t: len(e) for t, e in child_tracks.items()} == _events_by_track(alone)
+    tracecheck.check_nesting(merged, allow_open=True)  # the cut child's slices stay open
+
+
+def test_merge_traces_refuses_bad_arguments_naming_them(tmp_path):
+    got = run(tmp_path, "subprocess", options={"perfetto": True, "output": "parent.pftrace"})
+    parent, child = str(tmp_path / "parent.pftrace"), ocular.load(got["children"][0]).trace_path
+    with pytest.raises(TypeError, match="output must be a path"):
+        ocular.merge_traces(3, [parent])
+    with pytest.raises(TypeError, match="traces must be a list of paths"):
+        ocular.merge_traces("all.pftrace", parent)
+    with pytest.raises(ValueError, match="output must end in one of .json, .pftrace"):
+        ocular.merge_traces(str(tmp_path / "all.txt"), [parent])
+    with pytest.raises(ValueError, match="one format"):
+        ocular.merge_traces(str(tmp_path / "all.json"), [parent, child])
+    with pytest.raises(ValueError, match="also one of traces"):
+        ocular.merge_traces(parent, [parent, child])
+    with pytest.raises(ValueError, match="at least one"):
+        ocular.merge_traces(str(tmp_path / "all.pftrace"), [])
+    copy = tmp_path / "copy.pftrace"
+    copy.write_bytes(open(parent, "rb").read())
+    with pytest.raises(ValueError, match="both of pid"):
+        ocular.merge_traces(str(tmp_path / "all.pftrace"), [parent, copy])
+    (tmp_path / "not.pftrace").write_bytes(b"hello")
+    with pytest.raises(ValueError, match="not a Perfetto trace"):
+        ocular.merge_traces(str(tmp_path / "all.pftrace"), [parent, tmp_path / "not.pftrace"])
+    with pytest.raises(OSError, match="missing.pftrace"):
+        ocular.merge_traces(str(tmp_path / "all.pftrace"), [parent, tmp_path / "missing.pftrace"])
+    assert not (tmp_path / "all.pftrace").exists()  # nothing written on any error
+
+
+def test_the_command_line_merges_the_childrens_traces_and_merges_on_request(tmp_path):
+    import tracecheck
+
+    (tmp_path / "child_module.py").write_text(textwrap.dedent(CHILD_MODULE))
+    (tmp_path / "main.py").write_text(textwrap.dedent(f"""
+        import subprocess, sys
+        code = "import sys; sys.path.insert(0, {str(tmp_path)!r}); import child_module; child_module.main(2)"
+        for _ in range(2):
+            subprocess.run([sys.executable, "-c", code], check=True)
+    """))
+    result = subprocess.run([sys.executable, "-m", "ocular", "-o", "run.pftrace", "--subprocesses", "--threshold",
+                             "0", "main.py"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "2 child processes profiled" in result.stderr
+    assert "the traces of 3 processes merged into" in result.stderr
+    merged = tracecheck.load(tmp_path / "run.merged.pftrace", processes=True)
+    children = sorted(tmp_path.glob("run.*-*.pftrace"))
+    assert len(children) == 2
+    assert merged.pids == {tracecheck.load(tmp_path / "run.pftrace").pid} | {tracecheck.load(p).pid for p in children}
+    again = subprocess.run([sys.executable, "-m", "ocular", "merge", "again.pftrace", "run.pftrace", *map(str, children)],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert "the traces of 3 processes merged into again.pftrace" in again.stdout
+    assert (tmp_path / "again.pftrace").read_bytes() == (tmp_path / "run.merged.pftrace").read_bytes()
+    bad = subprocess.run([sys.executable, "-m", "ocular", "merge", "again.json", "run.pftrace"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert bad.returncode == 2 and "merge: error: traces and output must be of one format" in bad.stderr

@@ -61,7 +61,8 @@ class Event:
 @dataclass
 class Trace:
     format: str                                   # 'json' or 'proto'
-    pid: int | None = None
+    pid: int | None = None                        # the first process's
+    pids: set = field(default_factory=set)        # every process's (several when merged)
     process_name: str | None = None
     thread_names: dict = field(default_factory=dict)    # track -> name
     events: dict = field(default_factory=lambda: collections.defaultdict(list))
@@ -133,10 +134,11 @@ def _json_track(tid):
     return ('insn', tid - INSN_TID_BASE) if tid >= INSN_TID_BASE else ('thread', tid)
 
 
-def load_json(path, tolerant=False) -> Trace:
+def load_json(path, tolerant=False, processes=False) -> Trace:
     """Load a Chrome JSON trace. tolerant=True accepts a file cut anywhere (no
     closing ']', partial last line) up to its last complete event, as
-    Perfetto does; otherwise the whole file must be one strict JSON array."""
+    Perfetto does; otherwise the whole file must be one strict JSON array.
+    processes=True accepts several pids (a merged trace)."""
     raw = _read(path)
     try:
         text = raw.decode('utf-8', errors='strict')
@@ -171,11 +173,11 @@ def load_json(path, tolerant=False) -> Trace:
         if not text.rstrip().endswith(']'):
             trace.truncated = True
     for order, ev in enumerate(events):
-        _add_json_event(trace, ev, order)
+        _add_json_event(trace, ev, order, processes)
     return trace
 
 
-def _add_json_event(trace, ev, order):
+def _add_json_event(trace, ev, order, processes):
     if not isinstance(ev, dict):
         raise TraceError(f'event is not an object: {ev!r}')
     if not ev:
@@ -186,8 +188,9 @@ def _add_json_event(trace, ev, order):
     pid = _u32(ev, 'pid')
     if trace.pid is None:
         trace.pid = pid
-    elif pid != trace.pid:
+    elif pid != trace.pid and not processes:
         raise TraceError(f'second pid {pid} in one trace')
+    trace.pids.add(pid)
     args = ev.get('args', {})
     if not isinstance(args, dict):
         raise TraceError(f'args is not an object: {ev}')
@@ -320,7 +323,7 @@ def _declare_extensions(parsed):
     return declared
 
 
-def load_pftrace(path, tolerant=False) -> Trace:
+def load_pftrace(path, tolerant=False, processes=False) -> Trace:
     pb = _pb2()
     trace = Trace('proto')
     data = _read(path)
@@ -356,6 +359,10 @@ def load_pftrace(path, tolerant=False) -> Trace:
         if flags & 1:
             if not seq_id:
                 raise TraceError('CLEARED on sequence 0')
+            if seq.cleared:
+                # Ocular's writer clears each sequence once; a second clear is
+                # two writers on one sequence id (traces concatenated unmerged).
+                raise TraceError(f'sequence {seq_id} CLEARED twice')
             seq.__init__()
             seq.cleared = True
         if packet.HasField('trace_packet_defaults'):
@@ -442,7 +449,11 @@ def load_pftrace(path, tolerant=False) -> Trace:
     keys = {}
     for uuid, td in descriptors.items():
         if td.HasField('process'):
-            trace.pid, trace.process_name = td.process.pid, td.process.process_name or None
+            if trace.pid is None:
+                trace.pid, trace.process_name = td.process.pid, td.process.process_name or None
+            elif not processes:
+                raise TraceError(f'second process {td.process.pid} in one trace')
+            trace.pids.add(td.process.pid)
             keys[uuid] = ('process', td.process.pid)
         elif td.HasField('thread'):
             keys[uuid] = ('thread', td.thread.tid)
@@ -463,11 +474,11 @@ def load_pftrace(path, tolerant=False) -> Trace:
     return trace
 
 
-def load(path, tolerant=False) -> Trace:
+def load(path, tolerant=False, processes=False) -> Trace:
     name = str(path).removesuffix('.gz')
     if name.endswith('.json'):
-        return load_json(path, tolerant)
-    return load_pftrace(path, tolerant)
+        return load_json(path, tolerant, processes)
+    return load_pftrace(path, tolerant, processes)
 
 
 # ---- semantics --------------------------------------------------------------------

@@ -57,6 +57,7 @@ __all__ = [
     "tracing",
     "profile",
     "load",
+    "merge_traces",
 ]
 __version__ = "0.1.0"
 
@@ -68,6 +69,8 @@ TOOL_NAME = "ocular"
 MAX_BUFFER_MB = 1 << 20  # 1 TiB of trace buffers
 _EXACT_EXCEPTION_EVENTS = ("RAISE", "RERAISE", "EXCEPTION_HANDLED")
 _OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+from .tracemerge import merge_traces  # noqa: E402  (it reads TRACE_SUFFIXES above)
 
 _engine.set_opcode_table(*_opcodes.opcode_table())
 

@@ -5,6 +5,7 @@
     python -m ocular [options] -c code [args...]
     python -m ocular report SAVED [--sort KEY] [--report N] [--thread T]
     python -m ocular annotate SAVED TARGET
+    python -m ocular merge OUTPUT TRACE [TRACE...]
 
 (`ocular` is the same command.) The program runs as `__main__` with the
 sys.argv, sys.path[0], __file__, __spec__ and __loader__ that `python` gives
@@ -37,7 +38,6 @@ import ocular
 from ._report import SORTS
 
 _OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_SUBCOMMANDS = ("report", "annotate")
 
 
 def _prog():
@@ -113,7 +113,8 @@ _USAGE = """%(prog)s [options] script.py [args...]
        %(prog)s [options] -m module [args...]
        %(prog)s [options] -c code [args...]
        %(prog)s report SAVED [--sort KEY] [--report N] [--thread T] [--callers F] [--callees F]
-       %(prog)s annotate SAVED TARGET"""
+       %(prog)s annotate SAVED TARGET
+       %(prog)s merge OUTPUT TRACE [TRACE...]"""
 
 
 def _run_parser(prog):
@@ -123,7 +124,8 @@ def _run_parser(prog):
                     "(per function, basic block, line and, in precise mode, instruction).",
         epilog="Everything after the script, -m module or -c code is passed to the program. "
                f"'{prog} report SAVED' and '{prog} annotate SAVED TARGET' read a profile saved "
-               "with --save (see their --help).")
+               "with --save; '{prog} merge OUTPUT TRACE...' makes one trace of several processes' "
+               "(see their --help).")
     program = parser.add_argument_group("the program (one of)")
     program.add_argument("script", nargs="?", metavar="script.py",
                          help="a Python file, or a directory or zip file with a __main__.py")
@@ -142,7 +144,8 @@ def _run_parser(prog):
                        help="trace file: .json, .pftrace or .perfetto-trace, optionally .gz (default %(default)s)")
     trace.add_argument("--no-trace", action="store_true", help="write no trace file")
     trace.add_argument("--subprocesses", action="store_true",
-                       help="profile child processes too; each saves its profile beside the trace")
+                       help="profile child processes too; each saves its profile (and trace) beside the "
+                            "trace, and their traces are merged into STEM.merged.SUFFIX")
     trace.add_argument("--max-buffer-mb", type=_whole(1, getattr(ocular, "MAX_BUFFER_MB", 1 << 20)),
                        default=256, metavar="MB",
                        help="memory bound of the trace buffers (default 256); past it trace events are dropped")
@@ -448,6 +451,8 @@ def _run(parser, prog, argv):
     else:
         ok = _deliver(profile, options, prog, options.quiet,
                       lambda: profile.report(options.report, sort=options.sort, thread=options.thread))
+        if options.subprocesses and profile.subprocesses:
+            ok = _merge_family(profile, prog, options.quiet) and ok
     if isinstance(outcome, SystemExit):
         raise outcome
     if isinstance(outcome, _NotRun):
@@ -462,7 +467,24 @@ def _run(parser, prog, argv):
     return 0 if ok else 1
 
 
-# ---- report and annotate: a saved profile ---------------------------------------------------
+def _merge_family(profile, prog, quiet):
+    """One trace of the run's and its children's (--subprocesses)."""
+    from .subprocesses import family_traces
+
+    traces, merged = family_traces(profile)
+    if len(traces) < 2:
+        return True
+    try:
+        processes = ocular.merge_traces(merged, traces)
+    except (OSError, ValueError) as error:
+        _say(f"{prog}: error: could not merge the processes' traces into {merged}: {error}")
+        return False
+    if not quiet:
+        _say(f"{prog}: the traces of {processes} processes merged into {merged}")
+    return True
+
+
+# ---- report, annotate and merge: saved files ------------------------------------------------
 
 
 def _load(parser, prog, path):
@@ -516,12 +538,33 @@ def _annotate_command(prog, argv):
     return 0
 
 
+def _merge_command(prog, argv):
+    parser = argparse.ArgumentParser(
+        prog=f"{prog} merge", allow_abbrev=False,
+        description="Write one trace holding every process of several Ocular traces (a run with "
+                    "--subprocesses and its children's), all Perfetto or all Chrome JSON.")
+    parser.add_argument("output", metavar="OUTPUT", help="the merged trace (.json, .pftrace or .perfetto-trace, "
+                                                         "optionally .gz)")
+    parser.add_argument("traces", metavar="TRACE", nargs="+", help="a trace Ocular wrote")
+    options = parser.parse_args(argv)
+    try:
+        processes = ocular.merge_traces(options.output, options.traces)
+    except (OSError, ValueError) as error:
+        parser.exit(2, f"{prog} merge: error: {error}\n")
+    _say(f"{prog}: the traces of {processes} process{'es' if processes != 1 else ''} merged into "
+         f"{options.output}", sys.stdout)
+    return 0
+
+
+# A program file named like one of these is run as ./report, say.
+_SUBCOMMANDS = {"report": _report_command, "annotate": _annotate_command, "merge": _merge_command}
+
+
 def main(argv=None):
     """The `ocular` command; returns the exit status (or raises the program's SystemExit)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = _prog()
-    if argv and argv[0] == "report":
-        return _report_command(prog, argv[1:])
-    if argv and argv[0] == "annotate":
-        return _annotate_command(prog, argv[1:])
+    subcommand = _SUBCOMMANDS.get(argv[0]) if argv else None
+    if subcommand is not None:
+        return subcommand(prog, argv[1:])
     return _run(_run_parser(prog), prog, argv)

@@ -10,6 +10,8 @@ saves its profile (and its trace, when the parent writes one) beside the
 parent's output, named `<stem>.<run token>-<pid>.ocular.json`; grandchildren
 do the same. The parent's Profile.subprocesses lists the files there when it
 stops (a child still running then is not in it); a child's lists none.
+ocular.merge_traces makes one trace of the parent's and the children's
+(family_traces names them; the command line writes `<stem>.merged<suffix>`).
 
 A child's run ends at its interpreter's exit (atexit) or, for a child that
 multiprocessing forked (it leaves through os._exit), at multiprocessing's exit
@@ -27,18 +29,19 @@ import time
 ENV = "OCULAR_SUBPROCESSES"
 _CHILD_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child")
 PROFILE_SUFFIX = ".ocular.json"
-_TRACE_SUFFIXES = (".perfetto-trace", ".pftrace", ".json")
 
 
 def _split_output(output):
     """(absolute stem, trace suffix) of the parent's trace path, or of a
     profile beside the working directory when it writes no trace."""
+    from . import TRACE_SUFFIXES   # ocular imports this module first
+
     if output is None:
         return os.path.abspath("ocular_profile"), None
     path = os.path.abspath(os.fspath(output))
     compressed = ".gz" if path.endswith(".gz") else ""
     bare = path[: len(path) - len(compressed)]
-    for suffix in _TRACE_SUFFIXES:
+    for suffix in TRACE_SUFFIXES:
         if bare.endswith(suffix):
             return bare[: -len(suffix)], suffix + compressed
     return bare, compressed
@@ -62,6 +65,19 @@ class Family:
     def written(self):
         pattern = f"{glob.escape(self.config['stem'])}.{self.config['token']}-*{PROFILE_SUFFIX}"
         return tuple(sorted(glob.glob(pattern)))
+
+
+def family_traces(profile):
+    """[the parent's trace, then each child's that exists] of a run that
+    profiled its children and wrote a trace (for ocular.merge_traces), and
+    the path the command line writes their merge to: `<stem>.merged<suffix>`.
+    ([], None) when the run wrote no trace."""
+    if not profile.trace_path:
+        return [], None
+    stem, suffix = _split_output(profile.trace_path)
+    children = [path[: -len(PROFILE_SUFFIX)] + suffix for path in profile.subprocesses
+                if path.endswith(PROFILE_SUFFIX)]
+    return [profile.trace_path] + [path for path in children if os.path.exists(path)], f"{stem}.merged{suffix}"
 
 
 def arm(options, output):
