@@ -284,6 +284,13 @@ def rss_table(r):
     return table(["workload (MB)"] + [SHORT[c] for c in columns], rows)
 
 
+def why_text():
+    """The analysis of the missed targets, written by hand from `./dev why`
+    (benchmarks/why.md): it is not derived from this run's numbers."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "why.md")) as f:
+        return f.read().strip()
+
+
 def summary(r):
     rows = []
     suite = r.raw["plan"].get("jinja2_tests", ())
@@ -371,9 +378,7 @@ def document(raw):
         "",
         "## Why (from profiling the profiler)",
         "",
-        "> **PLACEHOLDER: to be filled by the lead** from profiling the profiler (`perf record` for sampling, "
-        "`valgrind --tool=callgrind` for repeatable instruction counts): for every target marked missed "
-        "above, where the time goes and what would bring it in.",
+        why_text(),
         "",
         "## Traced / untraced time: Ocular and the floors",
         "",
