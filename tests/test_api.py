@@ -1,6 +1,7 @@
 """Arguments, lifecycle, tool ids and coexistence."""
 
 import cProfile
+import dataclasses
 import os
 import subprocess
 import sys
@@ -162,6 +163,27 @@ def test_ocular_own_code_is_never_traced():
     own = os.path.dirname(ocular.__file__)
     assert not [f for f in profile.functions if f.filename.startswith(own)]
     assert not [b for b in profile.blocks if b.filename.startswith(own)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:  # the program's own dataclass: its generated __init__ has no file either
+    x: float
+    y: float
+
+
+def test_ocular_own_code_without_a_file_is_never_traced_but_the_programs_is():
+    """dataclasses compiles __init__ at run time ("<string>"): Ocular's own
+    (its records, its calibration's, made by its refreshes mid-run) are
+    Ocular's, the program's are the program's."""
+    from ocular._calibration import KindCost
+
+    def work():
+        return [(Point(i, i), KindCost(float(i), 0.0)) for i in range(300)]
+
+    profile, _ = traced(work)
+    inits = [f for f in profile.functions if f.qualname.endswith("<locals>.__init__")]
+    assert [f.calls for f in inits] == [300]  # Point's, called 300 times; KindCost's not seen
+    assert Point.__init__.__code__.co_filename == KindCost.__init__.__code__.co_filename == inits[0].filename
 
 
 def test_old_python_gets_a_clear_import_error():

@@ -19,6 +19,11 @@ int filter_wants(const filter_set *filters, const char *filename, const char *mo
 {
     if (filters->own_dir && strncmp(filename, filters->own_dir, strlen(filters->own_dir)) == 0)
         return 0;
+    /* Ocular's own code that has no file of its own: the __init__ and the
+     * like that dataclasses compiles at run time ("<string>") in the module
+     * that defines the class, which Ocular's refreshes call mid-run. */
+    if (strcmp(module, "ocular") == 0 || strncmp(module, "ocular.", 7) == 0)
+        return 0;
     if (matches_any(filters->exclude, filters->n_exclude, filename, module, qualname))
         return 0;
     if (filters->include_only)

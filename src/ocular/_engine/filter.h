@@ -12,7 +12,8 @@ typedef struct {
     char *own_dir;         /* Ocular's package directory: its code is never traced */
 } filter_set;
 
-/* 1 if code with this filename, module and qualified name is traced. */
+/* 1 if code with this filename, module and qualified name is traced (never
+ * Ocular's own: a file under own_dir, or code of a module of the ocular package). */
 int filter_wants(const filter_set *filters, const char *filename, const char *module,
                  const char *qualname);
 
