@@ -188,12 +188,12 @@ def test_a_thousand_start_stop_cycles_leave_nothing_behind():
 
 def test_compiling_new_code_while_traced_keeps_memory_bounded_control():
     """The same loop untraced: the bound the traced run must meet."""
-    growth, alive = compile_loop(traced=False)
+    growth, alive, _ = compile_loop(traced=False)
     assert growth < 8 << 20 and alive == 0
 
 
 def test_compiling_new_code_while_traced_keeps_memory_bounded():
-    growth, alive = compile_loop(traced=True)
+    growth, alive, _ = compile_loop(traced=True)
     # 20 000 functions at ~2 KB of per-code data each would be ~40 MB. Ocular
     # releases dead code objects at its clock's refreshes, once every
     # RETIRE_EVERY new ones: the latest few hundred may still be waiting.
@@ -201,15 +201,40 @@ def test_compiling_new_code_while_traced_keeps_memory_bounded():
     assert growth < 8 << 20, f"RSS grew {growth >> 20} MB"
 
 
-def compile_loop(traced, functions=20_000):
+def test_recompiled_code_takes_over_the_ids_of_its_dead_predecessors():
+    """Each exec makes two code objects (the module's and f) of the same two
+    keys: a dead one's id is taken over by the next of its key, so the ids
+    (and every per-id table: registry, threads' functions and edges) stop
+    growing, and the calls still add up, by function, to what the loop made."""
+    _, _, (ids, profile) = compile_loop(traced=True, threshold=0)
+    first_half, second_half = ids
+    assert second_half - first_half < 2000, ids  # 20 000 new code objects in the second half
+    calls = {f.qualname: f.calls for f in profile.functions if f.filename == "<string>"}
+    assert calls == {"<module>": 20_000, "f": 60_000}
+    assert abs(profile.unattributed_cycles) < 0.01 * profile.total_cycles
+
+
+def test_a_sampled_estimate_does_not_scale_what_dead_code_did_in_the_warm_up():
+    """At threshold 500 (windows) the blocks of code that died are estimated
+    as the live code's are, the warm-up's part unscaled: they add up to their
+    functions' self time instead of far beyond it."""
+    _, _, (_, profile) = compile_loop(traced=True, threshold=500)
+    assert profile.sampling and profile.sampling.windows > 0
+    assert abs(profile.unattributed_cycles) < 0.05 * profile.total_cycles, profile.report(5)
+
+
+def compile_loop(traced, functions=20_000, threshold=500):
     """exec 20 000 distinct functions (a template engine, a REPL), call each a
     few times, drop it; return (RSS growth, dead code objects still alive
-    before stop_tracing)."""
+    before stop_tracing, (Ocular's code ids at half and at the end, the
+    profile))."""
+    from ocular import _engine
+
     gc.collect()
     before = rss_bytes()
-    refs = []
+    refs, ids, profile = [], [], None
     if traced:
-        ocular.start_tracing(perfetto=False, deinstrument_threshold=500)
+        ocular.start_tracing(perfetto=False, deinstrument_threshold=threshold)
     try:
         for i in range(functions):
             namespace = {}
@@ -220,10 +245,12 @@ def compile_loop(traced, functions=20_000):
             if i % 20 == 0:
                 refs.append(weakref.ref(function.__code__))
             del function, namespace
+            if traced and i + 1 in (functions // 2, functions):
+                ids.append(_engine.code_ids())
         gc.collect()
         growth = rss_bytes() - before
         alive = sum(ref() is not None for ref in refs) * 20
     finally:
         if traced:
-            ocular.stop_tracing()
-    return growth, alive
+            profile = ocular.stop_tracing()
+    return growth, alive, (ids, profile)

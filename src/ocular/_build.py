@@ -132,51 +132,76 @@ class RetiredCode:
         self.co_code = code_bytes
 
 
+class _Figures:
+    """Code objects' results summed by position (one function's, in Graveyard)."""
+
+    __slots__ = ("blocks", "lines", "insns", "sites", "unplaced", "tainted")
+
+    def __init__(self):
+        self.blocks, self.lines, self.insns, self.sites = {}, {}, {}, {}
+        self.unplaced = self.tainted = 0
+
+    def add(self, raw):
+        _code, _id, blocks, lines, insns, sites, unplaced, tainted = raw
+        for start, end, n, first, last, hits, cycles in blocks:
+            old = self.blocks.get(start)
+            self.blocks[start] = (start, end, n, first, last, hits + (old[5] if old else 0),
+                                  cycles + (old[6] if old else 0))
+        for lineno, hits, cycles, shared in lines:
+            old = self.lines.get(lineno, (lineno, 0, 0, 0))
+            self.lines[lineno] = (lineno, old[1] + hits, old[2] + cycles, old[3] or shared)
+        for offset, opcode, lineno, hits, cycles in insns:
+            old = self.insns.get(offset, (offset, opcode, lineno, 0, 0))
+            self.insns[offset] = (offset, opcode, lineno, old[3] + hits, old[4] + cycles)
+        for offset, opcode, hits, kind in sites:
+            old = self.sites.get((offset, kind), (offset, opcode, 0, kind))
+            self.sites[(offset, kind)] = (offset, opcode, old[2] + hits, kind)
+        self.unplaced += unplaced
+        self.tainted += tainted
+
+
 class Graveyard:
     """Results of code objects that died during the run, folded by function
     (filename, qualname, first line): a process that keeps compiling the same
     source (exec in a loop, templates) keeps one entry per function, not one
-    per code object."""
+    per code object. Each entry keeps what was observed and, for a sampled
+    run's estimate, the warm-up's part of it (the base, which is not scaled)."""
 
     def __init__(self):
-        self.entries = {}  # key -> [code_bytes, blocks{}, lines{}, insns{}, sites{}, unplaced, tainted]
+        self.entries = {}  # key -> [code_bytes, observed _Figures, base _Figures]
 
     def __len__(self):
         return len(self.entries)
 
     def take(self, retired):
-        for key, code_bytes, (_code, _id, blocks, lines, insns, sites, unplaced, tainted) in retired:
+        for key, code_bytes, observed, base in retired:
             entry = self.entries.get(key)
             if entry is None:
-                entry = self.entries[key] = [code_bytes, {}, {}, {}, {}, 0, 0]
-            for start, end, n, first, last, hits, cycles in blocks:
-                old = entry[1].get(start)
-                entry[1][start] = (start, end, n, first, last, hits + (old[5] if old else 0),
-                                   cycles + (old[6] if old else 0))
-            for lineno, hits, cycles, shared in lines:
-                old = entry[2].get(lineno, (lineno, 0, 0, 0))
-                entry[2][lineno] = (lineno, old[1] + hits, old[2] + cycles, old[3] or shared)
-            for offset, opcode, lineno, hits, cycles in insns:
-                old = entry[3].get(offset, (offset, opcode, lineno, 0, 0))
-                entry[3][offset] = (offset, opcode, lineno, old[3] + hits, old[4] + cycles)
-            for offset, opcode, hits, kind in sites:
-                old = entry[4].get((offset, kind), (offset, opcode, 0, kind))
-                entry[4][(offset, kind)] = (offset, opcode, old[2] + hits, kind)
-            entry[5] += unplaced
-            entry[6] += tainted
+                entry = self.entries[key] = [code_bytes, _Figures(), _Figures()]
+            entry[1].add(observed)
+            entry[2].add(base)
 
-    def raw_codes(self, scale=1.0):
-        """The entries as collect.c's code tuples (code id -1), figures times `scale`."""
-        def s(value):
-            return round(value * scale)
+    def raw_codes(self, scale=None):
+        """The entries as collect.c's code tuples (code id -1): as observed,
+        or, with `scale`, estimated as collect.c estimates (base + (observed -
+        base) * scale)."""
+        for key, (code_bytes, seen, base) in self.entries.items():
+            def at(observed, warmup):
+                return observed if scale is None else round(warmup + (observed - warmup) * scale)
 
-        for key, (code_bytes, blocks, lines, insns, sites, unplaced, tainted) in self.entries.items():
+            def part(table, position, index):
+                row = table.get(position)
+                return row[index] if row else 0
+
             yield (RetiredCode(key, code_bytes), -1,
-                   [(a, b, n, f, l, s(h), s(c)) for a, b, n, f, l, h, c in blocks.values()],
-                   [(ln, s(h), s(c), sh) for ln, h, c, sh in lines.values()],
-                   [(o, op, ln, s(h), s(c)) for o, op, ln, h, c in insns.values()],
-                   [(o, op, s(h), k) for o, op, h, k in sites.values()],
-                   s(unplaced), s(tainted))
+                   [(a, b, n, f, l, at(h, part(base.blocks, a, 5)), at(c, part(base.blocks, a, 6)))
+                    for a, b, n, f, l, h, c in seen.blocks.values()],
+                   [(ln, at(h, part(base.lines, ln, 1)), at(c, part(base.lines, ln, 2)), sh)
+                    for ln, h, c, sh in seen.lines.values()],
+                   [(o, op, ln, at(h, part(base.insns, o, 3)), at(c, part(base.insns, o, 4)))
+                    for o, op, ln, h, c in seen.insns.values()],
+                   [(o, op, at(h, part(base.sites, (o, k), 2)), k) for o, op, h, k in seen.sites.values()],
+                   at(seen.unplaced, base.unplaced), at(seen.tainted, base.tainted))
 
 
 class _Function:
@@ -248,7 +273,7 @@ def _trace_kept(trace_stats, totals):
     return f"{parts[0]} ({skipped:,} records left out)"
 
 
-def _with_graveyard(raw, graveyard, scale=1.0):
+def _with_graveyard(raw, graveyard, scale=None):
     if not graveyard:
         return raw
     return dict(raw, codes=list(raw["codes"]) + list(graveyard.raw_codes(scale)))

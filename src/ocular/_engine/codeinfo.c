@@ -4,6 +4,7 @@
  * when an event lands in the middle of a block and splits it. */
 #include <string.h>
 #include "codeinfo.h"
+#include "retired.h"
 #include "engine.h"
 
 uint8_t opcode_caches[256];
@@ -11,6 +12,8 @@ uint16_t opcode_flags[256];
 
 codeinfo **codeinfo_registry;
 uint32_t codeinfo_count;
+uint64_t codeinfo_built;
+int codeinfo_bases_taken;
 uint64_t codeinfo_retired_hits;
 static uint32_t registry_capacity;
 
@@ -89,6 +92,7 @@ int codeinfo_registry_snapshot(void)
             return -1;
         }
     }
+    codeinfo_bases_taken = 1;
     return 0;
 }
 
@@ -109,7 +113,8 @@ void codeinfo_registry_clear(void)
     PyMem_RawFree(codeinfo_registry);
     codeinfo_registry = NULL;
     codeinfo_count = registry_capacity = 0;
-    codeinfo_retired_hits = 0;
+    codeinfo_built = codeinfo_retired_hits = 0;
+    codeinfo_bases_taken = 0;
 }
 
 uint64_t codeinfo_site_hits(const codeinfo *ci)
@@ -196,8 +201,17 @@ uint64_t codeinfo_registry_site_hits(void)
     return total;
 }
 
-static int registry_add(codeinfo *ci)
+/* Give ci an id: the retired one of its key when that is free (retired.c),
+ * else a new one. */
+static int registry_add(codeinfo *ci, PyCodeObject *co)
 {
+    uint32_t reused = ci->state == CI_TRACED && !ci->is_calibration ? retired_take(co) : RETIRED_NONE;
+    if (reused != RETIRED_NONE) {
+        ci->id = reused;
+        codeinfo_registry[reused] = ci;
+        codeinfo_built++;
+        return 0;
+    }
     if (codeinfo_count == registry_capacity) {
         uint32_t capacity = registry_capacity ? registry_capacity * 2 : 256;
         codeinfo **grown = PyMem_RawRealloc(codeinfo_registry, capacity * sizeof(codeinfo *));
@@ -208,6 +222,7 @@ static int registry_add(codeinfo *ci)
     }
     ci->id = codeinfo_count;
     codeinfo_registry[codeinfo_count++] = ci;
+    codeinfo_built++;
     return 0;
 }
 
@@ -505,9 +520,14 @@ static codeinfo *build(PyObject *code)
         codeinfo_free(ci);
         return NULL;
     }
-    if (registry_add(ci) < 0 || PyUnstable_Code_SetExtra(code, engine.extra_index, ci) < 0) {
-        if (ci->id < codeinfo_count && codeinfo_registry[ci->id] == ci)
-            codeinfo_count--;
+    if (registry_add(ci, co) < 0 || PyUnstable_Code_SetExtra(code, engine.extra_index, ci) < 0) {
+        if (ci->id < codeinfo_count && codeinfo_registry[ci->id] == ci) {
+            codeinfo_registry[ci->id] = NULL;
+            if (retired_key(ci->id))
+                retired_put_back(ci->id); /* a taken-over id: free again */
+            else if (ci->id == codeinfo_count - 1)
+                codeinfo_count--;
+        }
         Py_DECREF(ci->code);
         codeinfo_free(ci);
         return NULL;

@@ -107,10 +107,15 @@ int codeinfo_split(codeinfo *ci, int32_t unit);
 /* Precise mode's per-instruction arrays, allocated on first use. */
 int codeinfo_enable_insns(codeinfo *ci);
 
-/* Registry: every codeinfo of the current run, in creation order (its index
- * is the code id); NULL where a dead code object's data was retired. */
+/* Registry: every codeinfo of the current run (its index is the code id);
+ * NULL where a dead code object's data was retired, until a code object of
+ * the same key takes the id over (retired.c). */
 extern codeinfo **codeinfo_registry;
 extern uint32_t codeinfo_count;
+extern uint64_t codeinfo_built; /* code objects described so far, ids taken over included */
+/* The warm-up's figures were kept as every code's base (sampled runs): a code
+ * object that dies before that was traced whole, all of it base. */
+extern int codeinfo_bases_taken;
 extern uint64_t codeinfo_retired_hits; /* site hits of retired code objects */
 
 /* Release the code object and its data (its results were taken first). */

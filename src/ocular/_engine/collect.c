@@ -10,6 +10,7 @@
 #include <math.h>
 #include <string.h>
 #include "collect.h"
+#include "retired.h"
 #include "monitor.h"
 #include "calltree.h"
 #include "codeinfo.h"
@@ -221,18 +222,13 @@ error:
     return NULL;
 }
 
-/* Code ids whose code object died during the run: their results were handed
- * over (collect_retire_dead), their keys stay, for the threads' tables. */
-static PyObject **retired_keys;
-static uint32_t retired_capacity;
-
 static int reported(uint32_t id)
 {
     if (id >= codeinfo_count)
         return 0;
     const codeinfo *ci = codeinfo_registry[id];
     if (!ci)
-        return id < retired_capacity && retired_keys[id];
+        return retired_key(id) != NULL; /* died during the run (retired.c) */
     return ci->state == CI_TRACED && !ci->is_calibration && ci->code;
 }
 
@@ -343,18 +339,7 @@ PyObject *collect_results(double factor)
     for (const thread_data *td = all_threads; td; td = td->next)
         if (td->covered && append(threads, collect_thread(td)) < 0)
             goto error;
-    PyObject *retired = PyDict_New();
-    for (uint32_t id = 0; retired && id < retired_capacity; id++) {
-        if (!retired_keys[id])
-            continue;
-        PyObject *key = PyLong_FromUnsignedLong(id);
-        if (!key || PyDict_SetItem(retired, key, retired_keys[id]) < 0) {
-            Py_XDECREF(key);
-            Py_CLEAR(retired);
-            break;
-        }
-        Py_DECREF(key);
-    }
+    PyObject *retired = retired_dict();
     if (!retired)
         goto error;
     scale = 1.0;
@@ -387,11 +372,13 @@ PyObject *collect_balance(void)
     return result;
 }
 
-/* retire_dead() -> [(key, code_bytes, raw code tuple)]: the results of every
- * traced code object that only Ocular still holds (the program dropped it:
- * exec'd code, lambdas, templates), then its data is released. key is
- * (filename, qualname, firstlineno); the tuple is collect_code's, as
- * observed. Called at a safe point (the refresh), never in a callback. */
+/* retire_dead() -> [(key, code_bytes, raw code tuple, base code tuple)]: the
+ * results of every traced code object that only Ocular still holds (the
+ * program dropped it: exec'd code, lambdas, templates), then its data is
+ * released. key is (filename, qualname, firstlineno); the tuples are
+ * collect_code's, as observed and, for a sampled run's estimate, the part
+ * observed in the warm-up (all of it for code that died in the warm-up).
+ * Called at a safe point (the refresh), never in a callback. */
 PyObject *collect_retire_dead(void)
 {
     PyObject *result = PyList_New(0);
@@ -411,23 +398,19 @@ PyObject *collect_retire_dead(void)
         if (!ci || !ci->code || ci->is_calibration || ci->pinned == pass || Py_REFCNT(ci->code) != 1)
             continue;
         if (ci->state == CI_TRACED) {
-            if (id >= retired_capacity) {
-                uint32_t capacity = retired_capacity ? retired_capacity : 1024;
-                while (capacity <= id)
-                    capacity *= 2;
-                PyObject **grown = PyMem_RawRealloc(retired_keys, sizeof(PyObject *) * capacity);
-                if (!grown)
-                    break;
-                memset(grown + retired_capacity, 0, sizeof(PyObject *) * (capacity - retired_capacity));
-                retired_keys = grown;
-                retired_capacity = capacity;
-            }
             PyCodeObject *co = (PyCodeObject *)ci->code;
-            PyObject *key = Py_BuildValue("(OOi)", co->co_filename, co->co_qualname, co->co_firstlineno);
+            PyObject *key = retired_reserve(id) < 0 ? NULL : retired_key(id) ? Py_NewRef(retired_key(id))
+                : Py_BuildValue("(OOi)", co->co_filename, co->co_qualname, co->co_firstlineno);
             PyObject *bytecode = key ? PyCode_GetCode(co) : NULL;
             PyObject *raw = bytecode ? collect_code(ci) : NULL;
-            PyObject *item = raw ? Py_BuildValue("(OOO)", key, bytecode, raw) : NULL;
+            /* and the warm-up's part, which an estimate does not scale (at
+             * scale 0 every figure is its base) */
+            scale = codeinfo_bases_taken ? 0.0 : 1.0;
+            PyObject *base = raw ? collect_code(ci) : NULL;
+            scale = 1.0;
+            PyObject *item = base ? Py_BuildValue("(OOOO)", key, bytecode, raw, base) : NULL;
             Py_XDECREF(raw);
+            Py_XDECREF(base);
             Py_XDECREF(bytecode);
             if (!item || PyList_Append(result, item) < 0) {
                 Py_XDECREF(item);
@@ -436,7 +419,8 @@ PyObject *collect_retire_dead(void)
                 break; /* keep the rest for another pass */
             }
             Py_DECREF(item);
-            retired_keys[id] = key;
+            retired_keep(id, key); /* after the hand-over: the id may now be taken over */
+            Py_DECREF(key);
         }
         codeinfo_retire(ci);
         retired_any = 1;
@@ -444,15 +428,6 @@ PyObject *collect_retire_dead(void)
     if (retired_any)
         monitor_forget_code(); /* the code cache may name a retired code object */
     return result;
-}
-
-void collect_release_retired(void)
-{
-    for (uint32_t id = 0; id < retired_capacity; id++)
-        Py_XDECREF(retired_keys[id]);
-    PyMem_RawFree(retired_keys);
-    retired_keys = NULL;
-    retired_capacity = 0;
 }
 
 /* sampling_scale(run_ticks, warmup_ticks, window_ticks) -> the factor the

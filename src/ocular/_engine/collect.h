@@ -18,7 +18,4 @@ PyObject *collect_retire_dead(void);
 /* What the sampling windows' figures are multiplied by (collect.c). */
 double collect_sampling_scale(double run_ticks, double warmup_ticks, double window_ticks);
 
-/* The run is over: forget the retired code ids. */
-void collect_release_retired(void);
-
 #endif

@@ -9,6 +9,7 @@
 #include "calibrate.h"
 #include "codeinfo.h"
 #include "collect.h"
+#include "retired.h"
 #include "engine.h"
 #include "monitor.h"
 #include "sampler.h"
@@ -71,7 +72,7 @@ static void release_run(void)
     engine_set_recording(0);
     monitor_forget_code();
     codeinfo_registry_clear();
-    collect_release_retired();
+    retired_release();
     threads_clear();
     /* every thread's tls_thread now dangles: no run id may match it again */
     engine.run_id++;
@@ -360,10 +361,16 @@ static PyObject *retire_dead(PyObject *module, PyObject *unused)
     return collect_retire_dead();
 }
 
-static PyObject *registry_size(PyObject *module, PyObject *unused)
+static PyObject *code_ids(PyObject *module, PyObject *unused)
 {
     (void)module, (void)unused;
     return PyLong_FromUnsignedLong(codeinfo_count);
+}
+
+static PyObject *registry_size(PyObject *module, PyObject *unused)
+{
+    (void)module, (void)unused;
+    return PyLong_FromUnsignedLongLong(codeinfo_built);
 }
 
 static PyObject *clock_running(PyObject *module, PyObject *unused)
@@ -425,6 +432,7 @@ static PyMethodDef engine_methods[] = {
     {"clock_running", clock_running, METH_NOARGS, "True while Ocular's clock thread runs."},
     {"retire_dead", retire_dead, METH_NOARGS, "Results of code only Ocular holds; release it."},
     {"registry_size", registry_size, METH_NOARGS, "Code objects described so far in this run."},
+    {"code_ids", code_ids, METH_NOARGS, "Code ids in use or kept for retired code (memory grows with it)."},
     {NULL, NULL, 0, NULL},
 };
 

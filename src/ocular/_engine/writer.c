@@ -206,6 +206,16 @@ void trace_define_code(uint32_t code_id, const char *qualname, const char *filen
         free(entry);
         return;
     }
+    /* An id taken over by a code object of the same key (retired.c) is named
+     * already: keep that name rather than piling up garbage until close. */
+    code_entry *named = atomic_load_explicit(&chunk[code_id % CODE_CHUNK], memory_order_acquire);
+    if (named && named->firstlineno == firstlineno && strcmp(named->qualname, entry->qualname) == 0 &&
+        strcmp(named->filename, entry->filename) == 0) {
+        free(entry->qualname);
+        free(entry->filename);
+        free(entry);
+        return;
+    }
     code_entry *old = atomic_exchange_explicit(&chunk[code_id % CODE_CHUNK], entry,
                                                memory_order_acq_rel);
     if (old)
