@@ -26,6 +26,7 @@ import gzip
 import os
 
 from . import TRACE_SUFFIXES
+from .export._protowire import varint
 
 _PROTO_SUFFIXES = (".pftrace", ".perfetto-trace")
 _PACKET_TAG = 0x0A               # Trace.packet, length-delimited
@@ -134,15 +135,6 @@ def _varint(data, pos):
         shift += 7
 
 
-def _encode(value):
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _fields(packet):
     """(field number, wire type, start of the field, start of its value (a
     length-delimited one's bytes, after the length), end)."""
@@ -216,8 +208,8 @@ def _merge_proto(paths, parts):
                 if number == _SEQUENCE_TAG >> 3 and wire == 0:
                     old = _varint(packet, value_at)[0]
                     new = sequences.setdefault((index, old), len(sequences) + 1)
-                    packet = packet[:start] + bytes([_SEQUENCE_TAG]) + _encode(new) + packet[end:]
+                    packet = packet[:start] + bytes([_SEQUENCE_TAG]) + varint(new) + packet[end:]
                     break
-            out.append(bytes([_PACKET_TAG]) + _encode(len(packet)) + packet)
+            out.append(bytes([_PACKET_TAG]) + varint(len(packet)) + packet)
         _claim(pids, own, path)
     return b"".join(out), pids
