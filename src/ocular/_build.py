@@ -16,6 +16,7 @@ from . import _engine
 from ._profile import (
     BlockStats,
     CallStats,
+    Deferred,
     FunctionStats,
     InstructionStats,
     LineStats,
@@ -395,8 +396,12 @@ def build_profile(run, totals, raw, calibration, trace_stats, thread_names, spec
             sampled_calls, sampled_cycles, windows if sampling else 0)
     blocks = [_block(*fields[1:10], round(fields[10] + estimated(fields[0], fields[9], fields[12])),
                      *fields[11:]) for fields in code_blocks]
-    instructions = [_instruction(*fields[1:9], round(fields[9] + estimated(fields[0], fields[7], fields[11])),
-                                 *fields[10:]) for fields in code_insns]
+
+    def instructions():
+        records = [_instruction(*fields[1:9], round(fields[9] + estimated(fields[0], fields[7], fields[11])),
+                                *fields[10:]) for fields in code_insns]
+        return sorted(records, key=lambda i: -i.cycles)
+
     merged_edges = tuple((records.get(caller), records[callee], CallStats(*values))
                          for (caller, callee), values in edges.items() if callee in records)
     line_stats = []
@@ -417,7 +422,9 @@ def build_profile(run, totals, raw, calibration, trace_stats, thread_names, spec
         functions=tuple(sorted(records.values(), key=lambda f: -f.cycles)),
         blocks=tuple(sorted(blocks, key=lambda b: -b.cycles)),
         lines=tuple(sorted(line_stats, key=lambda line: -line.cycles)),
-        instructions=tuple(sorted(instructions, key=lambda i: -i.cycles)),
+        # a run over 10 000 code objects has some 200 000 of them, which most
+        # uses of a profile never read: built on first use
+        instructions=Deferred(instructions),
         sites=tuple(sites),
         threads=tuple(sorted(thread_records, key=lambda t: -t.covered_cycles)),
         calibration=calibration,

@@ -23,9 +23,57 @@ with sample_interval_ms=None) the figures are what was recorded, and
 `sampled_*` equal them.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 # ---- records ---------------------------------------------------------------
+
+
+class Deferred(Sequence):
+    """A tuple of records built on first use: Profile.instructions, some
+    200 000 records after a run over 10 000 code objects, which most uses of
+    a profile never read, so that stop_tracing() need not build them. It reads
+    as the tuple it becomes (len, index, slice, iterate, ==, hash) and pickles
+    as that tuple."""
+
+    __slots__ = ("_build", "_records")
+
+    def __init__(self, build):
+        self._build, self._records = build, None
+
+    def _tuple(self):
+        if self._records is None:
+            self._records, self._build = tuple(self._build()), None
+        return self._records
+
+    def __len__(self):
+        return len(self._tuple())
+
+    def __getitem__(self, index):
+        return self._tuple()[index]
+
+    def __iter__(self):
+        return iter(self._tuple())
+
+    def __eq__(self, other):
+        if isinstance(other, Deferred):
+            other = other._tuple()
+        return self._tuple() == other if isinstance(other, tuple) else NotImplemented
+
+    def __hash__(self):
+        return hash(self._tuple())
+
+    def __add__(self, other):
+        return self._tuple() + tuple(other)
+
+    def __radd__(self, other):
+        return tuple(other) + self._tuple()
+
+    def __repr__(self):
+        return repr(self._tuple())
+
+    def __reduce__(self):
+        return tuple, (self._tuple(),)
 
 
 @dataclass(frozen=True, order=True)
@@ -161,7 +209,7 @@ class Profile:
     functions: tuple = ()
     blocks: tuple = ()
     lines: tuple = ()
-    instructions: tuple = ()
+    instructions: tuple = ()  # from stop_tracing(), a Deferred: built on first use
     sites: tuple = ()
     threads: tuple = ()
     calibration: object = None  # _calibration.Calibration
