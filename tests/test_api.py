@@ -205,3 +205,25 @@ def test_old_python_gets_a_clear_import_error():
         assert "ImportError" in result.stderr and "3.12" in result.stderr
         return
     pytest.fail("no Python older than 3.12 found to check the import error on")
+
+
+def test_instructions_are_built_on_first_use_and_read_as_a_tuple():
+    import pickle
+    import threading
+
+    profile, _ = traced(workloads.mixed_no_genexpr, mode="precise")
+    deferred = profile.instructions
+    assert deferred._records is None  # stop_tracing() did not build them
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(tuple(deferred))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    whole = deferred._tuple()
+    assert len(got) == 4 and all(g == whole for g in got) and len(deferred) == len(whole) > 0
+    assert deferred == whole and whole == deferred and deferred[0] is whole[0] and deferred[-2:] == whole[-2:]
+    assert [i.cycles for i in deferred] == sorted((i.cycles for i in whole), reverse=True)
+    assert hash(deferred) == hash(whole) and () + deferred == whole
+    restored = pickle.loads(pickle.dumps(profile))
+    assert type(restored.instructions) is tuple and restored == profile

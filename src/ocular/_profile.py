@@ -42,9 +42,14 @@ class Deferred(Sequence):
         self._build, self._records = build, None
 
     def _tuple(self):
-        if self._records is None:
-            self._records, self._build = tuple(self._build()), None
-        return self._records
+        records = self._records
+        if records is None:
+            build = self._build
+            if build is None:  # another thread built it meanwhile (_records is set first)
+                return self._records
+            records = tuple(build())
+            self._records, self._build = records, None
+        return records
 
     def __len__(self):
         return len(self._tuple())

@@ -77,7 +77,8 @@ def family_traces(profile):
     stem, suffix = _split_output(profile.trace_path)
     children = [path[: -len(PROFILE_SUFFIX)] + suffix for path in profile.subprocesses
                 if path.endswith(PROFILE_SUFFIX)]
-    return [profile.trace_path] + [path for path in children if os.path.exists(path)], f"{stem}.merged{suffix}"
+    traces = [profile.trace_path] + [path for path in children if os.path.exists(path)]
+    return traces, f"{stem}.merged{suffix}"
 
 
 def arm(options, output):
