@@ -269,6 +269,12 @@ def test_every_option_has_one_line_of_help(tree):
     for command in ("report", "annotate"):
         text = ocular_run(command, "--help", cwd=tree)
         assert text.returncode == 0 and "SAVED" in text.stdout
+    merge = ocular_run("merge", "--help", cwd=tree)
+    assert merge.returncode == 0 and "OUTPUT" in merge.stdout and "TRACE" in merge.stdout
+    # the epilog names every subcommand with the program's name filled in
+    epilog = " ".join(out.stdout.split())
+    assert "{prog}" not in out.stdout and all(f"{prog} {word}" in epilog for prog in ["python -m ocular"]
+                                              for word in ("report SAVED", "annotate SAVED", "merge OUTPUT"))
 
 
 USAGE_ERRORS = {

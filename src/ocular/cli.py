@@ -124,7 +124,7 @@ def _run_parser(prog):
                     "(per function, basic block, line and, in precise mode, instruction).",
         epilog="Everything after the script, -m module or -c code is passed to the program. "
                f"'{prog} report SAVED' and '{prog} annotate SAVED TARGET' read a profile saved "
-               "with --save; '{prog} merge OUTPUT TRACE...' makes one trace of several processes' "
+               f"with --save; '{prog} merge OUTPUT TRACE...' makes one trace of several processes' "
                "(see their --help).")
     program = parser.add_argument_group("the program (one of)")
     program.add_argument("script", nargs="?", metavar="script.py",
