@@ -393,7 +393,7 @@ int codeinfo_enable_insns(codeinfo *ci)
     return 0;
 }
 
-static const char *utf8_or_empty(PyObject *text)
+const char *utf8_or_empty(PyObject *text)
 {
     const char *utf8 = text && PyUnicode_Check(text) ? PyUnicode_AsUTF8(text) : NULL;
     if (!utf8)

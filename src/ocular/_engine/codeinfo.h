@@ -107,6 +107,10 @@ int codeinfo_split(codeinfo *ci, int32_t unit);
 /* Precise mode's per-instruction arrays, allocated on first use. */
 int codeinfo_enable_insns(codeinfo *ci);
 
+/* A str's UTF-8 text, or "" for anything else (or text that has none, such as
+ * lone surrogates; the error is cleared). */
+const char *utf8_or_empty(PyObject *text);
+
 /* Registry: every codeinfo of the current run (its index is the code id);
  * NULL where a dead code object's data was retired, until a code object of
  * the same key takes the id over (retired.c). */

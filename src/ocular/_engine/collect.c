@@ -399,15 +399,23 @@ PyObject *collect_retire_dead(void)
             continue;
         if (ci->state == CI_TRACED) {
             PyCodeObject *co = (PyCodeObject *)ci->code;
-            PyObject *key = retired_reserve(id) < 0 ? NULL : retired_key(id) ? Py_NewRef(retired_key(id))
-                : Py_BuildValue("(OOi)", co->co_filename, co->co_qualname, co->co_firstlineno);
+            PyObject *key = NULL;
+            if (retired_reserve(id) == 0)
+                key = retired_key(id) ? Py_NewRef(retired_key(id))
+                                      : Py_BuildValue("(OOi)", co->co_filename, co->co_qualname,
+                                                      co->co_firstlineno);
             PyObject *bytecode = key ? PyCode_GetCode(co) : NULL;
             PyObject *raw = bytecode ? collect_code(ci) : NULL;
             /* and the warm-up's part, which an estimate does not scale (at
-             * scale 0 every figure is its base) */
-            scale = codeinfo_bases_taken ? 0.0 : 1.0;
-            PyObject *base = raw ? collect_code(ci) : NULL;
-            scale = 1.0;
+             * scale 0 every figure is its base): all of it before the
+             * warm-up's figures were kept */
+            PyObject *base = NULL;
+            if (raw && codeinfo_bases_taken) {
+                scale = 0.0;
+                base = collect_code(ci);
+                scale = 1.0;
+            } else if (raw)
+                base = Py_NewRef(raw);
             PyObject *item = base ? Py_BuildValue("(OOOO)", key, bytecode, raw, base) : NULL;
             Py_XDECREF(raw);
             Py_XDECREF(base);

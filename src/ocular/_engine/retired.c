@@ -18,6 +18,7 @@
  * text; lookups compare the text itself, so a collision cannot merge two
  * functions. */
 #include <string.h>
+#include "codeinfo.h"
 #include "retired.h"
 
 static PyObject **keys;             /* [capacity]: key tuple of a retired id, or NULL */
@@ -32,14 +33,6 @@ typedef struct {
 static slot *index_slots;
 static uint32_t n_slots, n_keys;    /* n_slots a power of two, above twice n_keys */
 
-static const char *utf8_or_empty(PyObject *text)
-{
-    const char *utf8 = text && PyUnicode_Check(text) ? PyUnicode_AsUTF8(text) : NULL;
-    if (!utf8)
-        PyErr_Clear();
-    return utf8 ? utf8 : "";
-}
-
 static uint64_t fnv(uint64_t hash, const char *text)
 {
     for (const unsigned char *p = (const unsigned char *)text; *p; p++)
@@ -47,18 +40,20 @@ static uint64_t fnv(uint64_t hash, const char *text)
     return (hash ^ 0xFF) * 0x100000001b3ull; /* a separator: ("ab","c") != ("a","bc") */
 }
 
-/* The slot of the key (filename, qualname, firstlineno): the one holding it,
- * or the empty one where it would go. */
-static slot *find(const char *filename, const char *qualname, long firstlineno)
+static uint64_t key_hash(const char *filename, const char *qualname, long firstlineno)
 {
     uint64_t hash = fnv(fnv(0xcbf29ce484222325ull, filename), qualname);
-    hash = (hash ^ (uint64_t)firstlineno) * 0x100000001b3ull;
+    return (hash ^ (uint64_t)firstlineno) * 0x100000001b3ull;
+}
+
+/* The slot of the key (filename, qualname, firstlineno) of hash `hash`: the
+ * one holding it, or the empty one where it would go. */
+static slot *find(uint64_t hash, const char *filename, const char *qualname, long firstlineno)
+{
     for (uint32_t i = (uint32_t)hash & (n_slots - 1);; i = (i + 1) & (n_slots - 1)) {
         slot *s = &index_slots[i];
-        if (!s->key_id_plus_one) {
-            s->hash = hash;
+        if (!s->key_id_plus_one)
             return s;
-        }
         PyObject *key = keys[s->key_id_plus_one - 1];
         if (s->hash == hash && PyLong_AsLong(PyTuple_GET_ITEM(key, 2)) == firstlineno &&
             strcmp(utf8_or_empty(PyTuple_GET_ITEM(key, 0)), filename) == 0 &&
@@ -67,11 +62,6 @@ static slot *find(const char *filename, const char *qualname, long firstlineno)
     }
 }
 
-static slot *find_key(PyObject *key)
-{
-    return find(utf8_or_empty(PyTuple_GET_ITEM(key, 0)), utf8_or_empty(PyTuple_GET_ITEM(key, 1)),
-                PyLong_AsLong(PyTuple_GET_ITEM(key, 2)));
-}
 
 int retired_reserve(uint32_t id)
 {
@@ -114,8 +104,13 @@ void retired_keep(uint32_t id, PyObject *key)
 {
     if (!keys[id])
         keys[id] = Py_NewRef(key);
-    slot *s = find_key(keys[id]);
+    const char *filename = utf8_or_empty(PyTuple_GET_ITEM(keys[id], 0));
+    const char *qualname = utf8_or_empty(PyTuple_GET_ITEM(keys[id], 1));
+    long firstlineno = PyLong_AsLong(PyTuple_GET_ITEM(keys[id], 2));
+    uint64_t hash = key_hash(filename, qualname, firstlineno);
+    slot *s = find(hash, filename, qualname, firstlineno);
     if (!s->key_id_plus_one) {
+        s->hash = hash;
         s->key_id_plus_one = id + 1;
         s->free_head = RETIRED_NONE;
         n_keys++;
@@ -138,7 +133,9 @@ uint32_t retired_take(PyCodeObject *co)
 {
     if (!n_keys)
         return RETIRED_NONE;
-    slot *s = find(utf8_or_empty(co->co_filename), utf8_or_empty(co->co_qualname), co->co_firstlineno);
+    const char *filename = utf8_or_empty(co->co_filename), *qualname = utf8_or_empty(co->co_qualname);
+    slot *s = find(key_hash(filename, qualname, co->co_firstlineno), filename, qualname,
+                   co->co_firstlineno);
     if (!s->key_id_plus_one || s->free_head == RETIRED_NONE)
         return RETIRED_NONE;
     uint32_t id = s->free_head;

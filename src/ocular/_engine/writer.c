@@ -178,6 +178,14 @@ char *trace_out_reserve(trace_writer *w, size_t n)
 
 /* ---- code names and threads ----------------------------------------------------- */
 
+static void free_code(code_entry *entry)
+{
+    free(entry->qualname);
+    free(entry->filename);
+    free(entry->json);
+    free(entry);
+}
+
 void trace_define_code(uint32_t code_id, const char *qualname, const char *filename,
                        int firstlineno)
 {
@@ -201,9 +209,7 @@ void trace_define_code(uint32_t code_id, const char *qualname, const char *filen
     entry->filename = sanitized_copy(filename);
     entry->firstlineno = firstlineno;
     if (!entry->qualname || !entry->filename) {
-        free(entry->qualname);
-        free(entry->filename);
-        free(entry);
+        free_code(entry);
         return;
     }
     /* An id taken over by a code object of the same key (retired.c) is named
@@ -211,9 +217,7 @@ void trace_define_code(uint32_t code_id, const char *qualname, const char *filen
     code_entry *named = atomic_load_explicit(&chunk[code_id % CODE_CHUNK], memory_order_acquire);
     if (named && named->firstlineno == firstlineno && strcmp(named->qualname, entry->qualname) == 0 &&
         strcmp(named->filename, entry->filename) == 0) {
-        free(entry->qualname);
-        free(entry->filename);
-        free(entry);
+        free_code(entry);
         return;
     }
     code_entry *old = atomic_exchange_explicit(&chunk[code_id % CODE_CHUNK], entry,
@@ -230,14 +234,6 @@ code_entry *trace_code_lookup(uint32_t code_id)
                                                          memory_order_acquire);
     return chunk ? atomic_load_explicit(&chunk[code_id % CODE_CHUNK], memory_order_acquire)
                  : NULL;
-}
-
-static void free_code(code_entry *entry)
-{
-    free(entry->qualname);
-    free(entry->filename);
-    free(entry->json);
-    free(entry);
 }
 
 trace_thread *trace_thread_new(uint64_t native_tid)
