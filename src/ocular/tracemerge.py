@@ -174,13 +174,14 @@ def _packets(path, data):
         pos = start + length
 
 
-def _process_pid(packet):
-    """The pid of a process TrackDescriptor packet, else None."""
-    for number, wire, _, value_at, end in _fields(packet):
+def _process_pid(packet, fields):
+    """The pid of a process TrackDescriptor packet (its `fields`), else None."""
+    for number, wire, _, value_at, end in fields:
         if number == _PROCESS_DESCRIPTOR and wire == 2:
-            for inner, iwire, _, ivalue, iend in _fields(packet[value_at:end]):
+            track = packet[value_at:end]
+            for inner, iwire, _, ivalue, iend in _fields(track):
                 if inner == 3 and iwire == 2:           # TrackDescriptor.process
-                    descriptor = packet[value_at:end][ivalue:iend]
+                    descriptor = track[ivalue:iend]
                     for field, fwire, _, fvalue, _ in _fields(descriptor):
                         if field == 1 and fwire == 0:   # ProcessDescriptor.pid
                             return _varint(descriptor, fvalue)[0]
@@ -201,7 +202,7 @@ def _merge_proto(paths, parts):
                 if packet in extensions:
                     continue            # declared by an earlier file
                 extensions.add(packet)
-            pid = _process_pid(packet) if any(f[0] == _PROCESS_DESCRIPTOR for f in fields) else None
+            pid = _process_pid(packet, fields)
             if pid is not None:
                 own.add(pid)
             for number, wire, start, value_at, end in fields:
