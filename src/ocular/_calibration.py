@@ -199,15 +199,21 @@ class Calibrator:
         self.costs = None
         self.scales = []
 
-    RAISER_ATTEMPTS = 3
+    # An untraced kernel timed beside the exception kernel, before hooking and
+    # again after: the ratio of its two times is how much the machine's speed
+    # changed in between (by up to 2x on a shared VM), which the exception
+    # kernel's untraced time, timed before hooking only, must follow.
+    SPEED_KERNEL = "straight_build"
 
     def before_hooking(self, repeats=11, n=1000):
         """Time what cannot have an untraced twin once Ocular is hooked: the
         exception kernel (RAISE and EXCEPTION_HANDLED are global events, which
-        fire in excluded code too)."""
+        fire in excluded code too), beside the speed kernel."""
         if self.exceptions:
-            times = _engine.time_calls((self.twin["raiser"],), n, repeats)[0][0]
-            self.raiser_untraced = _median(times) / n
+            raiser, speed = _engine.time_calls(
+                (self.twin["raiser"], self.twin[self.SPEED_KERNEL]), n, repeats)[0]
+            self.raiser_untraced = _median(raiser) / n
+            self.speed_untraced = _median(speed) / n
 
     def _per_iteration(self, name, n, repeats):
         """(cost ticks per iteration, its standard error, local events per
@@ -276,6 +282,20 @@ class Calibrator:
         between = _pstdev(values) if len(values) > 1 else 0.0
         return KindCost(mean, max(measured, between))
 
+    def _raise_delta(self, n, repeats):
+        """(ticks, spread, local events) per iteration of the exception kernel
+        at phase 1: its traced time, less its untraced time as timed before
+        hooking carried to now by the speed kernel's ratio (each repeat by its
+        own neighbour)."""
+        code = self.traced["raiser"].__code__
+        before = self._in_frame_events(code)
+        (traced, speed), (phases, _) = _engine.time_calls(
+            (self.traced["raiser"], self.twin[self.SPEED_KERNEL]), n, repeats)
+        events = (self._in_frame_events(code) - before) / (repeats * n)
+        deltas = [(t / n - self.raiser_untraced * (s / n) / self.speed_untraced) / p
+                  for t, s, p in zip(traced, speed, phases)]
+        return (*_robust(deltas), events)
+
     def _probe_references(self, n):
         """Let every probed path run a little while the probes' times are
         collected: each path's median becomes its reference (phase 1)."""
@@ -286,53 +306,60 @@ class Calibrator:
             _engine.time_calls((self.traced[name],), n, 5)
         self.probe_references = _engine.probe_collect(False)
 
-    def measure(self, repeats=11, n=1000):
-        self._probe_references(n)
-        t = {}
+    # The principal kind is timed in rounds spread over the calibration: what
+    # an event costs against the probe wanders by several percent over tens of
+    # milliseconds (two calibrations of one process, back to back, differ by
+    # a 6 % standard deviation), and repeats taken all at once would not show
+    # it in their spread.
+    ROUNDS = 3
+
+    def _principal_round(self, n, repeats):
         if self.mode == "precise":
-            measured = self._insn_cost(n, repeats, self.INSN_PAIRS)
-            unit = self._combine(*measured)
+            return self._insn_cost(n, repeats, self.INSN_PAIRS)
+        return self._edge_cost(n, repeats, self.EDGE_BODIES)
+
+    def measure(self, repeats=12, n=1000):
+        self._probe_references(n)
+        per_round = max(2, repeats // self.ROUNDS)
+        rounds = [self._principal_round(n, per_round)]
+        if self.mode == "precise":
             far_event = self._insn_cost(n, repeats, (("straight_short_far", "straight_long_far"),))
-            far = KindCost(far_event[0][0] - measured[0][0], far_event[1][0] + measured[1][0])
         else:
-            measured = self._edge_cost(n, repeats, self.EDGE_BODIES)
-            unit = self._combine(*measured)
-            far_values, far_spreads, _ = self._edge_cost(n, repeats, ("edge_pass_far",))
-            far = KindCost((far_values[0] - measured[0][0]) / 2, (far_spreads[0] + measured[1][0]) / 2)
+            far_event = self._edge_cost(n, repeats, ("edge_pass_far",))
+        rounds.append(self._principal_round(n, per_round))
+        t = {name: self._per_iteration(name, n, repeats) for name in ("call_driver", "generator_driver")}
+        raiser = self._raise_delta(n, repeats) if self.exceptions else None
+        rounds += [self._principal_round(n, per_round) for _ in range(self.ROUNDS - 2)]
+        measured = tuple(sum((r[i] for r in rounds), []) for i in range(3))
+        unit = self._combine(*measured)
+        # the far kernel's twin is the first kernel (or pair) of every round
+        near = KindCost(_mean(r[0][0] for r in rounds), _mean(r[1][0] for r in rounds))
+        far_value, far_spread = far_event[0][0] - near.ticks, far_event[1][0] + near.spread
+        if self.mode != "precise":  # the far edge kernel has two far offsets per event
+            far_value, far_spread = far_value / 2, far_spread / 2
+        far = KindCost(far_value, far_spread)
         self.samples = list(measured[2])
         costs = {self.principal: unit}
-        for name in ("call_driver", "generator_driver", "raiser"):
-            if name != "raiser" or self.exceptions:
-                t[name] = self._per_iteration(name, n, repeats)
-        # Calls and generator switches: the pair's cost, less the local events
-        # (instructions or edges) the callee delivers; half to each event.
-        for pair, name in ((("start", "return"), "call_driver"), (("resume", "yield"), "generator_driver")):
-            delta, spread, events, _, _ = t[name]
-            each = KindCost((delta - events * unit.ticks) / 2, (spread + events * unit.spread) / 2)
-            costs[pair[0]] = costs[pair[1]] = each
-        if "raiser" in t:
-            # RAISE + EXCEPTION_HANDLED per iteration, against the twin as timed
-            # before Ocular was hooked
-            _delta, spread, events, _, _ = t["raiser"]
-            # The reference was timed before hooking, so a change of the
-            # machine's speed in between moves the difference: one that says
-            # the events cost nothing or less is such a change, and is timed
-            # again (a few times at most; what comes out is kept, never clamped).
-            for _attempt in range(self.RAISER_ATTEMPTS):
-                (times,), (phases,) = _engine.time_calls((self.traced["raiser"],), n, repeats)
-                traced = _median(t / p for t, p in zip(times, phases)) / n
-                delta = traced - self.raiser_untraced
+        # Calls, generator switches and exceptions: the pair's cost, less the
+        # local events (instructions or edges) its kernel delivers; half to each
+        # event.
+        pairs = [(("start", "return"), t["call_driver"][:3]), (("resume", "yield"), t["generator_driver"][:3]),
+                 (("raise", "handled", "unwind"), raiser)]
+        for kinds, measurement in pairs:
+            if measurement is None:  # not delivered at threshold > 0 except PY_UNWIND: as a return
+                each = costs["return"]
+            else:
+                delta, spread, events = measurement
                 each = KindCost((delta - events * unit.ticks) / 2, (spread + events * unit.spread) / 2)
-                if each.ticks > 0:
-                    break
-            costs["raise"] = costs["handled"] = costs["unwind"] = each
-        else:  # not delivered at threshold > 0 except PY_UNWIND: as a return
-            costs["raise"] = costs["handled"] = costs["unwind"] = costs["return"]
+            for kind in kinds:
+                costs[kind] = each
         other = "edge" if self.mode == "precise" else "instruction"
         costs[other] = KindCost(0.0, 0.0)
         self.costs = costs
         self.far = far
         self.untraced = {name: value[3] for name, value in t.items()}
+        if raiser:
+            self.untraced["raiser"] = self.raiser_untraced
         self.base = unit.ticks
         self.install(1.0)
 
