@@ -30,7 +30,7 @@ import warnings
 
 from . import _calibration, _engine, _opcodes
 from . import subprocesses as _subprocesses
-from ._build import Graveyard, build_profile, specialized_names
+from ._build import Graveyard, adaptive_bytecodes, build_profile
 from ._profile import (
     BlockStats,
     CallStats,
@@ -414,7 +414,7 @@ def stop_tracing():
             if run.sample_interval_ms and totals["warmup_done"]:
                 estimate = _engine.collect(totals["scale"])
             # Read while the run's specialisations are still in place.
-            specialized = specialized_names(raw) if run.mode == "precise" else {}
+            adaptive_code = adaptive_bytecodes(raw) if run.mode == "precise" else {}
         finally:
             # Whatever failed above, nothing of Ocular's may stay hooked.
             _unhook(run)
@@ -426,7 +426,7 @@ def stop_tracing():
                 names[_engine.WINDOW_TRACK_TID] = "Ocular: sampling windows"  # the clock thread's track
             trace_stats = _engine.finish_trace(names)
             calibration = run.calibrator.result(run.calibration_ms)
-            profile = build_profile(run, totals, raw, calibration, trace_stats, names, specialized,
+            profile = build_profile(run, totals, raw, calibration, trace_stats, names, adaptive_code,
                                     estimate, run.graveyard)
             if children:
                 profile = dataclasses.replace(profile, subprocesses=children)

@@ -8,6 +8,7 @@ blocks in precise mode, a thread's account) hold exactly.
 """
 
 import dataclasses
+import functools
 import dis
 import statistics
 import sys
@@ -49,16 +50,17 @@ def _site_event(code_bytes, offset, opcode, kind):
     return name or _BRANCH_EVENTS[kind]
 
 
-def _specialized(code, offsets):
-    """{offset: specialised opname} where CPython's adaptive bytecode holds a
-    specialisation of the base instruction (read before Ocular unhooks, while
-    the run's specialisations are in place). Reads the adaptive bytes directly:
-    3.12's dis.get_instructions(adaptive=True) raises on instrumented code."""
-    adaptive = code._co_code_adaptive
+def _specialized(adaptive, raw_insns):
+    """{offset: specialised opname} where CPython's adaptive bytecode (a copy
+    read before Ocular unhooked, while the run's specialisations were in
+    place) holds a specialisation of the base instruction. Reads the adaptive
+    bytes directly: 3.12's dis.get_instructions(adaptive=True) raises on
+    instrumented code."""
     names = {}
-    for offset, base in offsets:
+    for offset, opcode, *_ in raw_insns:
         op = adaptive[offset] if offset < len(adaptive) else 0
         name = _OPNAMES[op] if op < len(_OPNAMES) else None
+        base = dis.opname[opcode]
         if name and name != base and name.startswith(base):
             names[offset] = name
     return names
@@ -103,16 +105,20 @@ def _maker(cls):
     """A fast constructor of a frozen dataclass record from all its fields in
     order. A frozen dataclass's __init__ sets each field through
     object.__setattr__, ~2.5 us for a block's twelve; a profile of 10 000
-    code objects has some 100 000 records, and stop_tracing() builds them."""
-    names = tuple(f.name for f in dataclasses.fields(cls))
-    new, set_attribute = object.__new__, object.__setattr__
-
-    def make(*values):
-        record = new(cls)
-        set_attribute(record, "__dict__", dict(zip(names, values)))
-        return record
-
-    return make
+    code objects has some 100 000 records, and stop_tracing() builds them.
+    The constructor is generated, as dataclasses generates __init__, from the
+    record's own field names: a dict display builds the instance's __dict__ in
+    a third of the time dict(zip(names, values)) takes."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    parameters = ", ".join(f"v{i}" for i in range(len(names)))
+    display = ", ".join(f"{name!r}: v{i}" for i, name in enumerate(names))
+    # __name__: code of Ocular's modules is never traced (filter.c), this too
+    namespace = {"__name__": __name__, "new": object.__new__, "set_attribute": object.__setattr__, "cls": cls}
+    exec(compile(f"def make({parameters}):\n"
+                 f"    record = new(cls)\n"
+                 f"    set_attribute(record, '__dict__', {{{display}}})\n"
+                 f"    return record\n", f"<ocular record {cls.__name__}>", "exec"), namespace)
+    return namespace["make"]
 
 
 _block = _maker(BlockStats)
@@ -220,9 +226,10 @@ class _Recorded:
     """What was recorded, by key, to stand beside an estimate (sampled_*)."""
 
     def __init__(self, raw):
-        self.blocks, self.insns, self.lines, self.funcs, self.thread_funcs = {}, {}, {}, {}, {}
+        self.blocks, self.lines, self.funcs, self.thread_funcs = {}, {}, {}, {}
+        self._codes = raw["codes"]
         keys = dict(raw.get("retired", {}))
-        for code, code_id, raw_blocks, raw_lines, raw_insns, _sites, _unplaced, _tainted in raw["codes"]:
+        for code, code_id, raw_blocks, raw_lines, _insns, _sites, _unplaced, _tainted in self._codes:
             key = (code.co_filename, code.co_qualname, code.co_firstlineno)
             if code_id >= 0:
                 keys[code_id] = key
@@ -230,8 +237,6 @@ class _Recorded:
                 code_id = key  # a graveyard entry: one per key
             for start, _end, _n, _first, _last, hits, cycles in raw_blocks:
                 self.blocks[(code_id, start)] = (hits, cycles)
-            for offset, _op, _line, hits, cycles in raw_insns:
-                self.insns[(code_id, offset)] = (hits, cycles)
             for lineno, hits, cycles, _shared in raw_lines:
                 old = self.lines.get((key[0], lineno), (0, 0))
                 self.lines[(key[0], lineno)] = (max(hits, old[0]), cycles + old[1])
@@ -242,6 +247,17 @@ class _Recorded:
                 self.funcs[key] = (old[0] + calls, old[1] + self_cycles, max(old[2], windows))
                 old = self.thread_funcs.get((tid, key), (0, 0, 0))
                 self.thread_funcs[(tid, key)] = (old[0] + calls, old[1] + self_cycles, max(old[2], windows))
+
+    @functools.cached_property
+    def insns(self):
+        """Read only by Profile.instructions, itself built on first use."""
+        insns = {}
+        for code, code_id, _blocks, _lines, raw_insns, _sites, _unplaced, _tainted in self._codes:
+            if code_id < 0:
+                code_id = (code.co_filename, code.co_qualname, code.co_firstlineno)
+            for offset, _op, _line, hits, cycles in raw_insns:
+                insns[(code_id, offset)] = (hits, cycles)
+        return insns
 
 
 def _sampling(run, totals):
@@ -280,7 +296,7 @@ def _with_graveyard(raw, graveyard, scale=None):
     return dict(raw, codes=list(raw["codes"]) + list(graveyard.raw_codes(scale)))
 
 
-def build_profile(run, totals, raw, calibration, trace_stats, thread_names, specialized=None,
+def build_profile(run, totals, raw, calibration, trace_stats, thread_names, adaptive_code=None,
                   estimate=None, graveyard=None):
     """The Profile of a run. `raw` is what was recorded; `estimate`, when the
     run was sampled, the same results scaled to the whole run (collect.c);
@@ -299,7 +315,7 @@ def build_profile(run, totals, raw, calibration, trace_stats, thread_names, spec
     disabled_at = run.threshold if run.threshold and not sampling else None
     key_of_id, functions = dict(raw.get("retired", {})), {}
     code_blocks = []  # (key, BlockStats fields...) until the functions' windows are known
-    code_insns, sites = [], []
+    code_insns, code_sites = [], []  # per code object: read on first use
     lines = {}
     for code, code_id, raw_blocks, raw_lines, raw_insns, raw_sites, _unplaced, tainted in raw["codes"]:
         filename, qualname = code.co_filename, code.co_qualname
@@ -319,25 +335,20 @@ def build_profile(run, totals, raw, calibration, trace_stats, thread_names, spec
                                 last if last > 0 else None, n_instr, hits, cycles,
                                 hits * (delta_far if end > far_offset else delta), sampled_hits,
                                 sampled_cycles))
-        line_far = {lineno for offset, _op, lineno, _hits, _cycles in raw_insns if offset > far_offset}
+        # offsets past FAR_OFFSET cost more to correct; most code has none
+        line_far = (() if len(code.co_code) <= far_offset else
+                    {lineno for offset, _op, lineno, _hits, _cycles in raw_insns if offset > far_offset})
         for lineno, hits, cycles, shared in raw_lines:
             far = lineno in line_far
             old = lines.get((filename, lineno))
             if old:
                 hits, cycles, shared, far = max(hits, old[0]), cycles + old[1], shared or old[2], far or old[3]
             lines[(filename, lineno)] = (hits, cycles, bool(shared), far, key)
-        names = (specialized or {}).get(code) or {}
-        for offset, opcode, lineno, hits, cycles in raw_insns:
-            sampled_hits, sampled_cycles = (recorded.insns.get((code_id, offset), (0, 0)) if recorded
-                                            else (hits, cycles))
-            code_insns.append((key, filename, qualname, offset, opnames[opcode],
-                               lineno if lineno > 0 else None, hits, cycles, names.get(offset),
-                               hits * (delta_far if offset > far_offset else delta), sampled_hits,
-                               sampled_cycles))
-        code_bytes = code.co_code
-        for offset, opcode, hits, kind in raw_sites:
-            sites.append(_site(filename, qualname, _site_event(code_bytes, offset, opcode, kind),
-                               offset, hits, disabled_at is not None and hits >= disabled_at))
+        # kept without the code object, which the profile must not keep alive
+        if raw_insns:
+            code_insns.append((code_id, key, raw_insns, (adaptive_code or {}).get(code)))
+        if raw_sites:
+            code_sites.append((filename, qualname, code.co_code, raw_sites))
 
     thread_records = []
     edges = {}
@@ -398,9 +409,25 @@ def build_profile(run, totals, raw, calibration, trace_stats, thread_names, spec
                      *fields[11:]) for fields in code_blocks]
 
     def instructions():
-        records = [_instruction(*fields[1:9], round(fields[9] + estimated(fields[0], fields[7], fields[11])),
-                                *fields[10:]) for fields in code_insns]
+        records = []
+        for code_id, key, raw_insns, adaptive in code_insns:
+            filename, qualname = key[0], key[1]
+            names = _specialized(adaptive, raw_insns) if adaptive else {}
+            for offset, opcode, lineno, hits, cycles in raw_insns:
+                sampled_hits, sampled_cycles = (recorded.insns.get((code_id, offset), (0, 0)) if recorded
+                                                else (hits, cycles))
+                correction = hits * (delta_far if offset > far_offset else delta)
+                records.append(_instruction(
+                    filename, qualname, offset, opnames[opcode], lineno if lineno > 0 else None, hits,
+                    cycles, names.get(offset), round(correction + estimated(key, cycles, sampled_cycles)),
+                    sampled_hits, sampled_cycles))
         return sorted(records, key=lambda i: -i.cycles)
+
+    def sites():
+        return [_site(filename, qualname, _site_event(code_bytes, offset, opcode, kind),
+                      offset, hits, disabled_at is not None and hits >= disabled_at)
+                for filename, qualname, code_bytes, raw_sites in code_sites
+                for offset, opcode, hits, kind in raw_sites]
 
     merged_edges = tuple((records.get(caller), records[callee], CallStats(*values))
                          for (caller, callee), values in edges.items() if callee in records)
@@ -425,7 +452,7 @@ def build_profile(run, totals, raw, calibration, trace_stats, thread_names, spec
         # a run over 10 000 code objects has some 200 000 of them, which most
         # uses of a profile never read: built on first use
         instructions=Deferred(instructions),
-        sites=tuple(sites),
+        sites=Deferred(sites),
         threads=tuple(sorted(thread_records, key=lambda t: -t.covered_cycles)),
         calibration=calibration,
         sampling=sampling,
@@ -444,11 +471,10 @@ def build_profile(run, totals, raw, calibration, trace_stats, thread_names, spec
     )
 
 
-def specialized_names(raw):
-    """{code: {offset: specialised name}} for the instructions a precise run saw."""
-    result = {}
-    for code, _id, _blocks, _lines, raw_insns, _sites, _unplaced, _tainted in raw["codes"]:
-        offsets = [(offset, dis.opname[opcode]) for offset, opcode, *_ in raw_insns]
-        if offsets:
-            result[code] = _specialized(code, offsets)
-    return result
+def adaptive_bytecodes(raw):
+    """{code: a copy of its adaptive bytecode} for the code objects a precise
+    run saw instructions of: read before Ocular unhooks, while the run's
+    specialisations are in place; turned into names when Profile.instructions
+    is first read."""
+    return {code: code._co_code_adaptive for code, _id, _blocks, _lines, raw_insns, *_ in raw["codes"]
+            if raw_insns}
