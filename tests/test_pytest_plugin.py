@@ -170,3 +170,20 @@ def test_file_stems_are_safe_and_unique():
     assert len({s.lower() for s in stems}) == len(stems)  # unique even where case does not count
     for stem in stems:
         assert re.fullmatch(r"[A-Za-z0-9._-]+", stem) and not stem.startswith(".") and len(stem) <= 124
+
+
+def test_a_suite_that_errors_on_warnings_runs_when_ocular_was_imported_first(tmp_path):
+    """Profiling a suite in-process, as `start_tracing(); pytest.main()`: pytest
+    checks the plugin's distribution (ocular's) for modules imported before it
+    could rewrite them, and a warning there fails a suite run with -W error."""
+    (tmp_path / "test_numbers.py").write_text(SUITE)
+    program = (
+        "import sys, ocular, pytest\n"
+        "ocular.start_tracing(perfetto=False, deinstrument_threshold=0)\n"
+        f"code = pytest.main(['-q', '-W', 'error', '-p', 'no:cacheprovider', {str(tmp_path)!r}])\n"
+        "profile = ocular.stop_tracing()\n"
+        "assert [f.calls for f in profile.functions if f.qualname == 'square'] == [100_031]\n"
+        "sys.exit(code)\n")
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "4 passed" in result.stdout

@@ -11,6 +11,13 @@ Ocular registers as a sys.monitoring tool (id 2 if free, else 3, else 4; it
 never takes another tool's id). Starting and stopping call
 ``sys.monitoring.restart_events()``, which is interpreter-wide: it re-arms the
 sites every tool has DISABLEd, not only Ocular's.
+
+PYTEST_DONT_REWRITE: this marker keeps pytest from rewriting Ocular's
+asserts. pytest marks every top-level module of a distribution that has a
+pytest plugin (ours: ocular_pytest) for rewriting, and when such a module is
+already imported, as Ocular is in a program that calls start_tracing() before
+pytest.main(), it warns; under `-W error` (many projects' setting) that warning
+fails the suite being profiled.
 """
 
 import sys
