@@ -227,14 +227,16 @@ class _Recorded:
 
     def __init__(self, raw):
         self.blocks, self.lines, self.funcs, self.thread_funcs = {}, {}, {}, {}
-        self._codes = raw["codes"]
+        self._insns = []  # (id or key, raw instructions): no code object, which must not be kept alive
         keys = dict(raw.get("retired", {}))
-        for code, code_id, raw_blocks, raw_lines, _insns, _sites, _unplaced, _tainted in self._codes:
+        for code, code_id, raw_blocks, raw_lines, raw_insns, _sites, _unplaced, _tainted in raw["codes"]:
             key = (code.co_filename, code.co_qualname, code.co_firstlineno)
             if code_id >= 0:
                 keys[code_id] = key
             else:
                 code_id = key  # a graveyard entry: one per key
+            if raw_insns:
+                self._insns.append((code_id, raw_insns))
             for start, _end, _n, _first, _last, hits, cycles in raw_blocks:
                 self.blocks[(code_id, start)] = (hits, cycles)
             for lineno, hits, cycles, _shared in raw_lines:
@@ -252,9 +254,7 @@ class _Recorded:
     def insns(self):
         """Read only by Profile.instructions, itself built on first use."""
         insns = {}
-        for code, code_id, _blocks, _lines, raw_insns, _sites, _unplaced, _tainted in self._codes:
-            if code_id < 0:
-                code_id = (code.co_filename, code.co_qualname, code.co_firstlineno)
+        for code_id, raw_insns in self._insns:
             for offset, _op, _line, hits, cycles in raw_insns:
                 insns[(code_id, offset)] = (hits, cycles)
         return insns

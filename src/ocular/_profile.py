@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 
 
 class Deferred(Sequence):
-    """A tuple of records built on first use: Profile.instructions, some
-    200 000 records after a run over 10 000 code objects, which most uses of
-    a profile never read, so that stop_tracing() need not build them. It reads
+    """A tuple of records built on first use: Profile.instructions (some
+    200 000 records after a run over 10 000 code objects) and Profile.sites,
+    which most uses of a profile never read, so that stop_tracing() need not build them. It reads
     as the tuple it becomes (len, index, slice, iterate, ==, hash) and pickles
     as that tuple."""
 
