@@ -273,14 +273,17 @@ class Calibrator:
 
     @staticmethod
     def _combine(values, spreads, _samples=None):
-        """One cost from several kernels: their mean; its spread, the larger of
+        """One cost from several kernels and rounds: their median; its spread, the larger of
         the measurement's and the kernels' disagreement (they are timed one
         after the other, so that includes how much the cost moved meanwhile:
         on a shared machine it wanders by several percent within milliseconds)."""
-        mean = _mean(values)
+        median = _median(values)
         measured = (sum(x * x for x in spreads) ** 0.5) / len(spreads)
-        between = _pstdev(values) if len(values) > 1 else 0.0
-        return KindCost(mean, max(measured, between))
+        # robust: one round of four repeats hit by an interrupt must not
+        # make the spread larger than the cost (seen: 112 on 77 ticks)
+        between = 1.4826 * _median(abs(v - median) for v in values) if len(values) > 2 else (
+            _pstdev(values) if len(values) > 1 else 0.0)
+        return KindCost(median, max(measured, between))
 
     def _raise_delta(self, n, repeats):
         """(ticks, spread, local events) per iteration of the exception kernel
