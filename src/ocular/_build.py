@@ -302,6 +302,7 @@ def build_profile(run, totals, raw, calibration, trace_stats, thread_names, adap
     run was sampled, the same results scaled to the whole run (collect.c);
     `graveyard`, what code objects that died during the run left."""
     sampling = _sampling(run, totals)
+    adaptive_code = adaptive_code or {}
     raw = _with_graveyard(raw, graveyard)
     if estimate is not None:
         estimate = _with_graveyard(estimate, graveyard, totals["scale"])
@@ -346,7 +347,7 @@ def build_profile(run, totals, raw, calibration, trace_stats, thread_names, adap
             lines[(filename, lineno)] = (hits, cycles, bool(shared), far, key)
         # kept without the code object, which the profile must not keep alive
         if raw_insns:
-            code_insns.append((code_id, key, raw_insns, (adaptive_code or {}).get(code)))
+            code_insns.append((code_id, key, raw_insns, adaptive_code.get(code)))
         if raw_sites:
             code_sites.append((filename, qualname, code.co_code, raw_sites))
 

@@ -178,13 +178,19 @@ def _pstdev(values):
     return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
 
 
+def _median_and_sd(values):
+    """Median and a standard deviation from the median absolute deviation,
+    which one outlier (an interrupt) does not move."""
+    median = _median(values)
+    return median, 1.4826 * _median(abs(v - median) for v in values)
+
+
 def _robust(values):
     """Median and the standard error of the median (from the MAD). The
     repeats are taken at phase 1, so what is left is noise: an interrupt, a
     repeat whose twin and traced halves met different phases."""
-    median = _median(values)
-    mad = _median(abs(v - median) for v in values)
-    return median, 1.4826 * mad * 1.2533 / max(len(values), 1) ** 0.5
+    median, sd = _median_and_sd(values)
+    return median, sd * 1.2533 / max(len(values), 1) ** 0.5
 
 
 class Calibrator:
@@ -273,16 +279,18 @@ class Calibrator:
 
     @staticmethod
     def _combine(values, spreads, _samples=None):
-        """One cost from several kernels and rounds: their median; its spread, the larger of
-        the measurement's and the kernels' disagreement (they are timed one
-        after the other, so that includes how much the cost moved meanwhile:
-        on a shared machine it wanders by several percent within milliseconds)."""
-        median = _median(values)
+        """One cost from several kernels and rounds: their median; its spread,
+        the larger of the measurement's and the kernels' disagreement (they are
+        timed one after the other, so that includes how much the cost moved
+        meanwhile: on a shared machine it wanders by several percent within
+        milliseconds)."""
+        median, between = _median_and_sd(values)
         measured = (sum(x * x for x in spreads) ** 0.5) / len(spreads)
-        # robust: one round of four repeats hit by an interrupt must not
-        # make the spread larger than the cost (seen: 112 on 77 ticks)
-        between = 1.4826 * _median(abs(v - median) for v in values) if len(values) > 2 else (
-            _pstdev(values) if len(values) > 1 else 0.0)
+        # robust (MAD) from three values on: one round of four repeats hit by
+        # an interrupt must not make the spread larger than the cost (seen:
+        # 112 on 77 ticks); two values have no median deviation to speak of
+        if len(values) <= 2:
+            between = _pstdev(values) if len(values) > 1 else 0.0
         return KindCost(median, max(measured, between))
 
     def _raise_delta(self, n, repeats):
