@@ -25,7 +25,8 @@ ENGINE = "src/ocular/_engine/"
 # The data path: bindings, hot path, per-code data, filters, clock, per-thread
 # stacks, then the trace export pipeline.
 sources = ["module.c", "monitor.c", "frames.c", "calltree.c", "codeinfo.c", "filter.c", "clock.c",
-           "tstate.c", "phase.c", "calibrate.c", "sampler.c", "breaker.c", "stacks.c", "collect.c", "retired.c"]
+           "tstate.c", "phase.c", "calibrate.c", "sampler.c", "breaker.c", "stacks.c", "collect.c", "retired.c",
+           "monitor_test.c"]
 sources += ["buffers.c", "writer.c", "json.c", "pftrace.c", "sink.c"]
 if os.path.exists(ENGINE + "_trace_stub.c"):  # local development only, never committed
     sources[-5:] = ["_trace_stub.c"]

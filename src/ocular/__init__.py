@@ -35,7 +35,7 @@ import threading
 import time
 import warnings
 
-from . import _calibration, _engine, _opcodes
+from . import _calibration, _engine, _opcodes, _testclock
 from . import subprocesses as _subprocesses
 from ._build import Graveyard, adaptive_bytecodes, build_profile
 from ._profile import (
@@ -337,7 +337,7 @@ def start_tracing(
         run = _Run(mode, deinstrument_threshold, _acquire_tool_id(), callbacks, output)
         run.sample_interval_ms = sample_interval_ms if sampling else None
         run.window_ms = max(MIN_WINDOW_MS, sample_interval_ms * WINDOW_SHARE) if sampling else None
-        run.calibrator = _calibration.Calibrator(mode, exceptions=not engine_threshold)
+        run.calibrator = _testclock.calibrator(mode) or _calibration.Calibrator(mode, exceptions=not engine_threshold)
         run.calibrator.before_hooking()
         try:
             _engine.start(
@@ -367,7 +367,7 @@ def start_tracing(
             finally:
                 _engine.own_end()
             run.calibration_ms = (time.perf_counter() - began) * 1e3
-            refresh_ms = _REFRESH_MS[engine_threshold == 0 and not sampling]
+            refresh_ms = _REFRESH_MS[engine_threshold == 0 and not sampling] if run.calibrator.refreshes else 0.0
             _engine.start_clock(run.refresh, refresh_ms,
                                 sys.monitoring.set_events, run.tool, _events_mask(run.callbacks),
                                 run.sample_interval_ms or 0.0, run.window_ms or 0.0, WARMUP_MS)

@@ -162,7 +162,7 @@ static trace_thread *saved_trace;
 
 int calibrate_own_begin(void)
 {
-    uint64_t now = clock_tsc();
+    uint64_t now = clock_now();
     thread_data *td = thread_current(now);
     if (!td)
         return -1;
@@ -189,7 +189,7 @@ int calibrate_own_begin(void)
 
 void calibrate_own_end(void)
 {
-    uint64_t now = clock_tsc();
+    uint64_t now = clock_now();
     thread_data *td = tls_run == engine.run_id ? tls_thread : NULL;
     if (!td)
         return;

@@ -33,6 +33,24 @@ static inline uint64_t clock_tsc(void)
 }
 #endif
 
+/* The test clock (tests only; testclock.c): while `on`, the engine's time is
+ * `now`, which only the test-clock callbacks (monitor_test.c) advance, by
+ * amounts the test sets. The hot path never reads this: the real callbacks
+ * call clock_tsc() directly, and the test run registers other callbacks. The
+ * engine's other clock reads (start, stop, calibration sentinels, windows'
+ * ends, probes) go through clock_now(). */
+typedef struct {
+    int on;
+    uint64_t now;
+} clock_test_state;
+
+extern clock_test_state clock_test;
+
+static inline uint64_t clock_now(void)
+{
+    return __builtin_expect(clock_test.on, 0) ? clock_test.now : clock_tsc();
+}
+
 static inline uint64_t clock_mono_ns(void)
 {
     struct timespec now;

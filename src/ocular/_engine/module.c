@@ -14,6 +14,7 @@
 #include "monitor.h"
 #include "sampler.h"
 #include "stacks.h"
+#include "testclock.h"
 #include "tstate.h"
 
 engine_state engine = {.extra_index = -1};
@@ -63,12 +64,12 @@ static PyObject *callbacks(PyObject *module, PyObject *mode_obj)
     long mode = PyLong_AsLong(mode_obj);
     if (mode == -1 && PyErr_Occurred())
         return NULL;
-    return monitor_callbacks((int)mode);
+    return clock_test.on ? monitor_test_callbacks((int)mode) : monitor_callbacks((int)mode);
 }
 
 static void release_run(void)
 {
-    sampler_stop(clock_tsc());
+    sampler_stop(clock_now());
     engine_set_recording(0);
     monitor_forget_code();
     codeinfo_registry_clear();
@@ -156,7 +157,7 @@ static PyObject *start(PyObject *module, PyObject *args)
 static PyObject *end_calibration(PyObject *module, PyObject *unused)
 {
     (void)module, (void)unused;
-    uint64_t now = clock_tsc();
+    uint64_t now = clock_now();
     threads_close_all(now, NULL, 0);
     threads_reset();
     codeinfo_registry_zero();
@@ -409,8 +410,11 @@ static PyObject *simulate_failure(PyObject *module, PyObject *unused)
 static PyMethodDef engine_methods[] = {
     {"stack_depth", stack_depth, METH_NOARGS, "Frames on this thread's shadow stack."},
     {"simulate_failure", simulate_failure, METH_NOARGS, "Test hook: fail as on an internal error."},
+    {"_test_clock", testclock_set, METH_VARARGS, "Tests only: the engine's time on a clock the test advances."},
+    {"_test_clock_now", testclock_now, METH_NOARGS, "Tests only: the test clock's time."},
     {"set_opcode_table", set_opcode_table, METH_VARARGS, "Hand over opcode facts (at import)."},
-    {"callbacks", callbacks, METH_O, "{event name: callable} for a mode (0 adaptive, 1 precise)."},
+    {"callbacks", callbacks, METH_O, "{event name: callable} for a mode (0 adaptive, 1 precise); "
+                                     "on the test clock's while it is on."},
     {"start", start, METH_VARARGS, "Begin a run (in calibration)."},
     {"end_calibration", end_calibration, METH_NOARGS, "End calibration: the traced interval begins."},
     {"start_clock", start_clock, METH_VARARGS, "Recalibrate and sample on a timer thread."},

@@ -62,9 +62,15 @@ static struct {
     codeinfo *ci;
 } code_cache[CODE_CACHE_SIZE];
 
+#ifdef OCULAR_MONITOR_TEST
+#  define monitor_forget_code monitor_test_forget_code
+#endif
 void monitor_forget_code(void)
 {
     memset(code_cache, 0, sizeof(code_cache));
+#ifndef OCULAR_MONITOR_TEST
+    monitor_test_forget_code(); /* the test clock's callbacks keep a cache of their own */
+#endif
 }
 
 static inline codeinfo *code_info(PyObject *code)
@@ -462,6 +468,10 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     const char *event;
+    /* for the test clock's wrapper (monitor_test.c); the real path never reads them */
+    vectorcallfunc inner;
+    int kind;
+    int local;
 } callback_object;
 
 /* A custom callable with tp_vectorcall skips the keyword and recursion checks
@@ -479,28 +489,31 @@ static const struct {
     const char *event;
     vectorcallfunc function;
     int modes; /* 1: adaptive, 2: precise */
+    int kind;  /* engine.h's EV_* */
+    int local; /* a local event (DISABLE-able), else global */
 } callback_table[] = {
-    {"PY_START", on_py_start, 3},
-    {"PY_RESUME", on_py_resume, 3},
-    {"PY_THROW", on_py_throw, 3},
-    {"PY_RETURN", on_py_return, 3},
-    {"PY_YIELD", on_py_yield, 3},
-    {"PY_UNWIND", on_py_unwind, 3},
-    {"RAISE", on_raise, 3},
-    {"RERAISE", on_raise, 3},
-    {"EXCEPTION_HANDLED", on_exception_handled, 3},
-    {"JUMP", on_jump, 1},
+    {"PY_START", on_py_start, 3, EV_START, 1},
+    {"PY_RESUME", on_py_resume, 3, EV_RESUME, 1},
+    {"PY_THROW", on_py_throw, 3, EV_RESUME, 0},
+    {"PY_RETURN", on_py_return, 3, EV_RETURN, 1},
+    {"PY_YIELD", on_py_yield, 3, EV_YIELD, 1},
+    {"PY_UNWIND", on_py_unwind, 3, EV_UNWIND, 0},
+    {"RAISE", on_raise, 3, EV_RAISE, 0},
+    {"RERAISE", on_raise, 3, EV_RAISE, 0},
+    {"EXCEPTION_HANDLED", on_exception_handled, 3, EV_HANDLED, 0},
+    {"JUMP", on_jump, 1, EV_EDGE, 1},
 #if PY_VERSION_HEX >= 0x030E0000
-    {"BRANCH_LEFT", on_branch, 1},
-    {"BRANCH_RIGHT", on_branch_right, 1},
+    {"BRANCH_LEFT", on_branch, 1, EV_EDGE, 1},
+    {"BRANCH_RIGHT", on_branch_right, 1, EV_EDGE, 1},
 #else
-    {"BRANCH", on_branch, 1},
+    {"BRANCH", on_branch, 1, EV_EDGE, 1},
 #endif
-    {"INSTRUCTION", on_instruction, 2},
+    {"INSTRUCTION", on_instruction, 2, EV_INSN, 1},
 };
 
-/* {event name: callable} for a mode; the Python layer registers them. */
-PyObject *monitor_callbacks(int mode)
+/* {event name: callable} for a mode; the Python layer registers them. With
+ * `wrap`, each callable calls wrap(), which calls the callback's `inner`. */
+static PyObject *make_callbacks(int mode, vectorcallfunc wrap)
 {
     if (PyType_Ready(&callback_type) < 0)
         return NULL;
@@ -515,8 +528,11 @@ PyObject *monitor_callbacks(int mode)
             Py_DECREF(result);
             return NULL;
         }
-        callback->vectorcall = callback_table[i].function;
+        callback->vectorcall = wrap ? wrap : callback_table[i].function;
+        callback->inner = callback_table[i].function;
         callback->event = callback_table[i].event;
+        callback->kind = callback_table[i].kind;
+        callback->local = callback_table[i].local;
         int failed = PyDict_SetItemString(result, callback_table[i].event, (PyObject *)callback);
         Py_DECREF(callback);
         if (failed) {
@@ -526,3 +542,10 @@ PyObject *monitor_callbacks(int mode)
     }
     return result;
 }
+
+#ifndef OCULAR_MONITOR_TEST
+PyObject *monitor_callbacks(int mode)
+{
+    return make_callbacks(mode, NULL);
+}
+#endif

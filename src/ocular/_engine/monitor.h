@@ -11,4 +11,8 @@ PyObject *monitor_callbacks(int mode);
 /* Drop the code cache (the registry is about to be freed). */
 void monitor_forget_code(void);
 
+/* The same callbacks on the test clock (monitor_test.c, testclock.h). */
+PyObject *monitor_test_callbacks(int mode);
+void monitor_test_forget_code(void);
+
 #endif

@@ -24,7 +24,7 @@ static void apply(thread_data *td)
 
 void phase_probe(thread_data *td, uint64_t start, int path)
 {
-    uint64_t ticks = clock_tsc() - start;
+    uint64_t ticks = clock_now() - start;
     /* jittered, so that the probes of a periodic loop do not always time the
      * same event of its cycle */
     td->probe_seed = td->probe_seed * 1103515245u + 12345u;

@@ -226,7 +226,7 @@ static void close_window(void)
         close_warmup();
         return;
     }
-    uint64_t now = clock_tsc();
+    uint64_t now = clock_now();
     engine_set_recording(0);
     stacks_close_all();
     size_t n_alive = 0;
@@ -239,7 +239,7 @@ static void close_window(void)
 
 static void close_warmup(void)
 {
-    uint64_t now = clock_tsc();
+    uint64_t now = clock_now();
     engine_set_recording(0);
     stacks_close_all();
     size_t n_alive = 0;
@@ -405,7 +405,7 @@ static void *sampler_main(void *arg)
         uint64_t opened = sampler.opened_at;
         switch_window(&state, close_window);
         if (sampler.windows > windows_before)
-            last_window = (uint64_t)((double)(clock_tsc() - opened) * 1e9 / engine_tsc_hz());
+            last_window = (uint64_t)((double)(clock_now() - opened) * 1e9 / engine_tsc_hz());
     }
     pthread_mutex_unlock(&sampler.lock);
     PyEval_RestoreThread(state);
@@ -434,7 +434,7 @@ int sampler_start(const sampler_config *config)
     if (config->interval_ns) {
         /* events are on: the run begins in the warm-up window */
         sampler.window_open = sampler.in_warmup = 1;
-        sampler.opened_at = clock_tsc();
+        sampler.opened_at = clock_now();
     }
     sampler.trace = NULL;
     atomic_store(&sampler.pending, 0);

@@ -79,7 +79,7 @@ uint64_t stacks_adopt_all(void)
         n_threads++;
     thread_frames *all = PyMem_RawCalloc(n_threads ? n_threads : 1, sizeof(thread_frames));
     if (!all)
-        return clock_tsc();
+        return clock_now();
     size_t i = 0;
     for (PyThreadState *ts = PyInterpreterState_ThreadHead(interp); ts && i < n_threads;
          ts = PyThreadState_Next(ts), i++) {
@@ -88,7 +88,7 @@ uint64_t stacks_adopt_all(void)
         for (int k = 0; k < all[i].n; k++)
             traced_info(all[i].frames[k].code); /* built now, not on the clock */
     }
-    uint64_t now = clock_tsc();
+    uint64_t now = clock_now();
     for (i = 0; i < n_threads; i++) {
         thread_frames *t = &all[i];
         thread_data *td = t->n ? thread_of(t->ts->native_thread_id) : NULL;

@@ -1,0 +1,313 @@
+"""The attribution rules, exactly: runs on the test clock (ocular._testclock).
+
+The engine's time advances only at events, by the work the test sets for each
+event and each event's cost, which the engine takes off again as its
+calibration. A pure-Python sys.monitoring recorder on another tool id notes
+every event of the same run in order; an independent model of the rules turns
+that sequence into the figures every function, instruction and thread must
+show, to the cycle, however loaded the machine is.
+"""
+
+import dis
+import os
+import sys
+
+import pytest
+
+import ocular
+from ocular import _testclock
+
+KINDS = _testclock.KINDS
+OCULAR_DIR = os.path.dirname(ocular.__file__) + os.sep
+E = sys.monitoring.events
+EVENT_KIND = {E.PY_START: "start", E.PY_RESUME: "resume", E.PY_THROW: "resume", E.PY_RETURN: "return",
+              E.PY_YIELD: "yield", E.PY_UNWIND: "unwind", E.RAISE: "raise", E.RERAISE: "raise",
+              E.EXCEPTION_HANDLED: "handled", E.JUMP: "edge", E.BRANCH: "edge", E.INSTRUCTION: "instruction"}
+PUSHES = {"start", "resume"}
+POPS = {"return", "yield", "unwind"}
+COMMON = [E.PY_START, E.PY_RESUME, E.PY_THROW, E.PY_RETURN, E.PY_YIELD, E.PY_UNWIND, E.RAISE, E.RERAISE,
+          E.EXCEPTION_HANDLED]
+EVENTS = {"adaptive": COMMON + [E.JUMP, E.BRANCH], "precise": COMMON + [E.INSTRUCTION]}
+
+SOURCE = '''
+def leaf(n):
+    total = 0
+    for i in range(n):
+        if i % 3:
+            total += i
+    return total
+
+def numbers(n):
+    for i in range(n):
+        yield i * 2
+
+def fails(n):
+    if n > 1:
+        raise ValueError(n)
+    return n
+
+def catches(n):
+    caught = 0
+    for i in range(n):
+        try:
+            fails(i)
+        except ValueError:
+            caught += 1
+    return caught
+
+def driver():
+    total = 0
+    for k in range(4):
+        total += leaf(5 + k)
+    total += sum(numbers(6))
+    total += catches(4)
+    return total
+'''
+
+
+def clocked_module():
+    namespace = {}
+    exec(compile(SOURCE, "<clocked>", "exec"), namespace)
+    return namespace
+
+
+def noop():
+    pass
+
+
+class Recorder:
+    """Every event of every code object, in order (a tool id of its own)."""
+
+    def __init__(self, mode):
+        self.events = EVENTS[mode]
+        self.seen = []
+
+    def __enter__(self):
+        self.tool = next(t for t in (3, 4, 1) if sys.monitoring.get_tool(t) is None)
+        sys.monitoring.use_tool_id(self.tool, "test-clock-recorder")
+        for event in self.events:
+            sys.monitoring.register_callback(self.tool, event, self._callback(event))
+        sys.monitoring.set_events(self.tool, sum(self.events))
+        return self
+
+    def _callback(self, event):
+        seen, kind = self.seen, EVENT_KIND[event]
+
+        def callback(code, offset, *rest):
+            seen.append((code, kind, offset))
+
+        return callback
+
+    def __exit__(self, *exc):
+        sys.monitoring.set_events(self.tool, 0)
+        for event in self.events:
+            sys.monitoring.register_callback(self.tool, event, None)
+        sys.monitoring.free_tool_id(self.tool)
+
+    def traced_window(self):
+        """The events Ocular recorded: from start_tracing's return to
+        stop_tracing's start, less those of Ocular's own code."""
+        start = max(i for i, (code, kind, _) in enumerate(self.seen)
+                    if code is ocular.start_tracing.__code__ and kind == "return")
+        stop = min(i for i, (code, kind, _) in enumerate(self.seen)
+                   if code is ocular.stop_tracing.__code__ and kind == "start")
+        return [e for e in self.seen[start + 1:stop] if not e[0].co_filename.startswith(OCULAR_DIR)]
+
+
+def work_rules(namespace):
+    """Work per code object and kind, each different, so that a figure charged
+    to the wrong function or kind shows."""
+    rules = []
+    for k, name in enumerate(("leaf", "numbers", "fails", "catches", "driver")):
+        code = namespace[name].__code__
+        for j, kind in enumerate(KINDS):
+            rules.append((code, kind, None, 1000 * (k + 1) + 17 * j + 3))
+    return rules
+
+
+HEADS = {kind: 2 + i for i, kind in enumerate(KINDS)}
+TAILS = {kind: 3 + 2 * i for i, kind in enumerate(KINDS)}
+
+
+def work_of(rules, code, kind, offset):
+    for rule_code, rule_kind, rule_offset, ticks in rules:
+        if rule_code is code and rule_kind in (None, kind) and rule_offset in (None, offset):
+            return ticks
+    return 0
+
+
+def model(events, rules):
+    """The attribution rules, independently: an event's work is the time the
+    program ran since the previous event, so it belongs to the frame that ran
+    then: the caller's for a frame's start or resumption, else the frame's own.
+    Returns (self cycles, calls) by qualified name and the instructions' cycles
+    by (qualname, offset), where precise mode's instruction that ran is the
+    frame's last INSTRUCTION event, or the handler an exception was caught by,
+    or where the frame began."""
+    stack = []  # [qualname, offset of the running instruction]
+    cycles, calls, insns = {}, {}, {}
+    for code, kind, offset in events:
+        work = work_of(rules, code, kind, offset)
+        if kind in PUSHES:
+            owner = stack[-1] if stack else None
+            stack.append([code.co_qualname, offset])
+            calls[code.co_qualname] = calls.get(code.co_qualname, 0) + (kind == "start")
+        elif stack and stack[-1][0] == code.co_qualname:
+            owner = stack[-1]
+        else:  # a frame already running when tracing began: adopted where it is
+            owner = [code.co_qualname, offset]
+            stack.append(owner)
+        if owner is not None:
+            cycles[owner[0]] = cycles.get(owner[0], 0) + work
+            key = (owner[0], owner[1])
+            insns[key] = insns.get(key, 0) + work
+        elif work:
+            cycles[None] = cycles.get(None, 0) + work  # below every frame the run saw
+        if kind in ("instruction", "handled") and stack and stack[-1][0] == code.co_qualname:
+            stack[-1][1] = offset
+        if kind in POPS and stack and stack[-1][0] == code.co_qualname:
+            stack.pop()
+    return cycles, calls, insns
+
+
+def clocked_run(mode, rules, heads=HEADS, tails=TAILS):
+    namespace = clocked_module()
+    rules = rules(namespace) if callable(rules) else rules
+    with _testclock.on_test_clock(heads=heads, tails=tails, rules=rules), Recorder(mode) as recorder:
+        ocular.start_tracing(mode=mode, perfetto=False, deinstrument_threshold=0)
+        noop()  # the first event: its head falls before the account begins
+        result = namespace["driver"]()
+        profile = ocular.stop_tracing()
+    assert result == namespace["driver"]()
+    return profile, recorder.traced_window(), rules
+
+
+MODES = ["adaptive", "precise"]
+
+
+def split_first_head(profile, events):
+    """The account begins when the calibration ends, so the first event's head
+    (not taken off: nothing before it is known) is time of the program: below
+    every frame if that event begins a frame, else the frame's it is adopted
+    in. Returns ([time below every frame, the adopted frame's], that head),
+    the head taken off."""
+    first_code, first_kind, _ = events[0]
+    head = HEADS[first_kind]
+    (thread,) = profile.threads
+    if first_kind in PUSHES:
+        return [thread.untraced_cycles - head], head
+    adopted = [f for f in profile.functions if f.qualname == first_code.co_qualname]
+    return [thread.untraced_cycles, adopted[0].cycles - head], head
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_function_gets_exactly_the_work_of_its_own_code(mode):
+    profile, events, rules = clocked_run(mode, work_rules)
+    expected, calls, _ = model(events, rules)
+    functions = {f.qualname: f for f in profile.functions if f.filename == "<clocked>"}
+    assert set(functions) == {"leaf", "numbers", "fails", "catches", "driver"}
+    for name, function in functions.items():
+        assert function.cycles == expected[name], name
+        assert function.calls == calls[name], name
+    assert expected["leaf"] and expected["numbers"] and expected["fails"]
+    # inclusive: its own and every callee's (nothing recurses here)
+    assert functions["catches"].inclusive_cycles == expected["catches"] + expected["fails"]
+    assert functions["driver"].inclusive_cycles == sum(expected[n] for n in functions)
+    # The work of the calls the test made (their starts) is the test's frame's,
+    # or, where that frame delivered no event (adaptive mode), time below every
+    # frame Ocular saw.
+    mine = [f.cycles for f in profile.functions if f.qualname == clocked_run.__qualname__]
+    outside, first_head = split_first_head(profile, events)
+    assert outside == [expected.get(None, 0)] + ([expected["clocked_run"]] if mode == "precise" else [])
+    assert sum(mine) == expected.get("clocked_run", 0) + (first_head if mode == "precise" else 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_events_cost_is_taken_off_exactly(mode):
+    # No work anywhere: every event costs its head and tail, and nothing else
+    # happens. Once the costs are taken off, every figure is zero.
+    profile, events, _ = clocked_run(mode, [])
+    outside, first_head = split_first_head(profile, events)
+    assert outside == [0] or outside == [0, 0]
+    first_code = events[0][0]
+    assert [f for f in profile.functions if (f.cycles or f.inclusive_cycles) and f.qualname != first_code.co_qualname] == []
+    assert [b for b in profile.blocks if b.cycles and b.qualname != first_code.co_qualname] == []
+    assert [i for i in profile.instructions if i.cycles and i.qualname != first_code.co_qualname] == []
+    (thread,) = profile.threads
+    assert thread.overhead_cycles == sum(HEADS[k] + TAILS[k] for _, k, _ in events) - first_head
+    assert thread.covered_cycles == thread.overhead_cycles + first_head
+    assert profile.total_cycles == first_head
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_thread_account_is_the_work_plus_the_costs(mode):
+    profile, events, rules = clocked_run(mode, work_rules)
+    (thread,) = profile.threads
+    work = sum(work_of(rules, *event) for event in events)
+    _, first_head = split_first_head(profile, events)
+    assert thread.overhead_cycles == sum(HEADS[k] + TAILS[k] for _, k, _ in events) - first_head
+    assert thread.covered_cycles == work + thread.overhead_cycles + first_head
+    assert profile.total_cycles == work + first_head
+    assert sum(f.cycles for f in profile.functions) + thread.untraced_cycles == work + first_head
+    assert thread.lost_cycles == 0 and thread.ocular_cycles == 0
+
+
+def test_precise_instructions_get_the_work_of_the_event_that_ends_them():
+    def rules(namespace):
+        leaf = namespace["leaf"].__code__
+        offsets = sorted({i.offset for i in dis.get_instructions(leaf)})
+        # a different amount at every instruction of leaf, and per kind elsewhere
+        return [(leaf, "instruction", offset, 100 + 7 * n) for n, offset in enumerate(offsets)] + work_rules(namespace)
+
+    profile, events, rules = clocked_run("precise", rules)
+    _, _, expected = model(events, rules)
+    got = {(i.qualname, i.offset): i.cycles for i in profile.instructions if i.filename == "<clocked>"}
+    want = {key: cycles for key, cycles in expected.items() if key[0] in {q for q, _ in got}}
+    assert {k: v for k, v in got.items() if v} == {k: v for k, v in want.items() if v}
+    leaf_values = {v for (q, _), v in want.items() if q == "leaf"}
+    assert len(leaf_values) >= 8  # the per-instruction amounts reached distinct instructions
+    leaf = rules[0][0]
+    leaf_lines = range(leaf.co_firstlineno, leaf.co_firstlineno + 6)
+    lines = sum(line.cycles for line in profile.lines if line.filename == "<clocked>" and line.lineno in leaf_lines)
+    assert lines == sum(v for (q, _), v in want.items() if q == "leaf") > 0
+
+
+FAR_AND_NEAR = """
+def near(n):
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+def far(n):
+{pad}
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+""".format(pad="\n".join(f"    pad{k} = {k}" for k in range(90)))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_offsets_past_256_bytes_cost_their_extra_and_no_more(mode):
+    # sys.monitoring passes offsets past 256 bytes as new ints, which costs
+    # the event more: `far`'s loop is `near`'s past that point. With the same
+    # work per event and the extra cost of a far offset taken off, the two
+    # loops read the same, to the cycle.
+    namespace = {}
+    exec(compile(FAR_AND_NEAR, "<far-and-near>", "exec"), namespace)
+    assert len(namespace["far"].__code__.co_code) > 300
+    kind = "instruction" if mode == "precise" else "edge"
+    rules = [(namespace[name].__code__, kind, None, 40) for name in ("near", "far")]
+    with _testclock.on_test_clock(heads=HEADS, tails=TAILS, far=(11, 13), rules=rules), Recorder(mode) as recorder:
+        ocular.start_tracing(mode=mode, perfetto=False, deinstrument_threshold=0, include_only="<far-and-near>")
+        noop()
+        namespace["near"](50)
+        namespace["far"](50)
+        profile = ocular.stop_tracing()
+    cycles = {f.qualname: f.cycles for f in profile.functions}
+    events = {name: [offset for code, k, offset in recorder.traced_window() if k == kind and code.co_qualname == name]
+              for name in ("near", "far")}
+    assert sum(o > 256 for o in events["far"]) >= 50 and max(events["near"]) < 256
+    for name in ("near", "far"):
+        assert cycles[name] == 40 * len(events[name]) > 0, name
