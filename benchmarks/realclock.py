@@ -72,6 +72,14 @@ def hot_blocks_positive(mode):
     return len(bad), len(hot) >= 3 and not bad, f"of {len(hot)} hot blocks, those at 0 cycles or less"
 
 
+def calibration_signs(mode):
+    ocular.start_tracing(mode=mode, perfetto=False, deinstrument_threshold=0)
+    cal = ocular.stop_tracing().calibration
+    kinds = ("edge", "start", "return", "resume", "yield", "raise", "handled", "unwind")
+    bad = [k for k in kinds if mode == "adaptive" and cal.costs[k].ticks <= 0] + ([] if cal.far.ticks > 0 else ["far"])
+    return len(bad), not bad, "event kinds whose calibrated cost came out at 0 or less (target none)"
+
+
 def relative_cost(calibration):
     return calibration.costs[calibration.principal].ticks / calibration.probe_reference
 
@@ -281,6 +289,7 @@ def threads_sampled(mode):
 CHECKS = {
     "no-figure-below-zero": (no_figure_below_zero, ("adaptive", "precise")),
     "hot-blocks-positive": (hot_blocks_positive, ("adaptive",)),
+    "calibration-signs": (calibration_signs, ("adaptive",)),
     "calibrations-agree": (calibrations_agree, ("adaptive", "precise")),
     "start-is-fast": (start_is_fast, ("adaptive", "precise")),
     "far-offsets": (far_offsets_cost_the_same, ("adaptive",)),  # precise: 3.13 fuses near's LOAD_FASTs

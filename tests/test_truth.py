@@ -128,7 +128,9 @@ def test_calibration_is_reported_per_kind():
     profile = ocular.stop_tracing()
     cal = profile.calibration
     for kind in ("edge", "start", "return", "resume", "yield", "raise", "handled", "unwind"):
-        assert cal.costs[kind].ticks > 0 and cal.costs[kind].spread >= 0, kind
+        # (its sign is measured: benchmarks/realclock.py calibration-signs; one fresh-clone
+        # run on 3.12 got a raise at -88 +- 10 ticks, issue 24)
+        assert isinstance(cal.costs[kind].ticks, float) and cal.costs[kind].spread >= 0, kind
     assert cal.far.ticks > 0  # offsets past 256 bytes are boxed: they cost more
     assert "an edge event costs" in profile.report()
 
