@@ -104,25 +104,11 @@ def start_is_fast(mode):
     return started * 1e3, started < 0.05, "ms in start_tracing() (target < 50; issue 23: 20)"
 
 
-FAR_AND_NEAR = """
-def near(n):
-    total = 0
-    for i in range(n):
-        total += i
-    return total
-
-def far(n):
-{pad}
-    total = 0
-    for i in range(n):
-        total += i
-    return total
-""".format(pad="\n".join(f"    pad{k} = {k}" for k in range(90)))
 
 
 def far_offsets_cost_the_same(mode):
     namespace = {}
-    exec(compile(FAR_AND_NEAR, "<far-and-near>", "exec"), namespace)
+    exec(compile(workloads.FAR_AND_NEAR_SOURCE, "<far-and-near>", "exec"), namespace)
 
     def run():
         for _ in range(5):
@@ -190,46 +176,14 @@ def empty_function_near_zero(mode):
     return per_call / cost, abs(per_call) < 0.5 * cost, "empty()'s self cycles per call / one event's cost (target within 0.5)"
 
 
-SAMPLED = """
-def phase_a(n):
-    total = 0
-    for i in range(n):
-        total += i * 7 % 3
-    return total
-
-def phase_b(n):
-    total = 0
-    for i in range(n):
-        total ^= i * 5 % 11
-    return total
-
-def tiny(x):
-    return x
-
-def many_calls(n):
-    for i in range(n):
-        tiny(i)
-
-def one_long_loop(n):
-    total = 0
-    for i in range(n):
-        if i & 1:
-            total += i
-    return total
-"""
 NS = {}
-exec(compile(SAMPLED, "<sampled>", "exec"), NS)
+exec(compile(workloads.SAMPLED_SOURCE, "<sampled>", "exec"), NS)
+run_for = workloads.run_for
 
 
 def sampled(function, *args, mode="adaptive"):
     return traced(function, *args, mode=mode, deinstrument_threshold=500, sample_interval_ms=5,
                   include_only="<sampled>")
-
-
-def run_for(seconds, function, *args):
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        function(*args)
 
 
 def phases_share(mode):
@@ -313,7 +267,7 @@ def main():
     unknown = set(names) - set(CHECKS)
     if unknown:
         parser.error(f"unknown checks {sorted(unknown)}; valid: {', '.join(CHECKS)}")
-    print(f"| check | mode | figure per run | held | what |\n|---|---|---|---|---|")
+    print("| check | mode | figure per run | held | what |\n|---|---|---|---|---|")
     missed = 0
     for name in names:
         check, modes = CHECKS[name]

@@ -1,7 +1,6 @@
 """Shadow stacks stay balanced through generators, async, exceptions and
 deep recursion, and time is attributed where it belongs."""
 
-import ocular
 import workloads
 from conftest import functions_of, traced
 from ocular import _engine

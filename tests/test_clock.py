@@ -15,6 +15,8 @@ import sys
 import pytest
 
 import ocular
+import workloads
+from conftest import Listener
 from ocular import _testclock
 
 KINDS = _testclock.KINDS
@@ -75,34 +77,20 @@ def noop():
     pass
 
 
-class Recorder:
+class Recorder(Listener):
     """Every event of every code object, in order (a tool id of its own)."""
 
     def __init__(self, mode):
         self.events = EVENTS[mode]
         self.seen = []
 
-    def __enter__(self):
-        self.tool = next(t for t in (3, 4, 1) if sys.monitoring.get_tool(t) is None)
-        sys.monitoring.use_tool_id(self.tool, "test-clock-recorder")
-        for event in self.events:
-            sys.monitoring.register_callback(self.tool, event, self._callback(event))
-        sys.monitoring.set_events(self.tool, sum(self.events))
-        return self
-
-    def _callback(self, event):
+    def _make_callback(self, event):
         seen, kind = self.seen, EVENT_KIND[event]
 
         def callback(code, offset, *rest):
             seen.append((code, kind, offset))
 
         return callback
-
-    def __exit__(self, *exc):
-        sys.monitoring.set_events(self.tool, 0)
-        for event in self.events:
-            sys.monitoring.register_callback(self.tool, event, None)
-        sys.monitoring.free_tool_id(self.tool)
 
     def traced_window(self):
         """The events Ocular recorded: from start_tracing's return to
@@ -272,20 +260,6 @@ def test_precise_instructions_get_the_work_of_the_event_that_ends_them():
     assert lines == sum(v for (q, _), v in want.items() if q == "leaf") > 0
 
 
-FAR_AND_NEAR = """
-def near(n):
-    total = 0
-    for i in range(n):
-        total += i
-    return total
-
-def far(n):
-{pad}
-    total = 0
-    for i in range(n):
-        total += i
-    return total
-""".format(pad="\n".join(f"    pad{k} = {k}" for k in range(90)))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -295,7 +269,7 @@ def test_offsets_past_256_bytes_cost_their_extra_and_no_more(mode):
     # work per event and the extra cost of a far offset taken off, the two
     # loops read the same, to the cycle.
     namespace = {}
-    exec(compile(FAR_AND_NEAR, "<far-and-near>", "exec"), namespace)
+    exec(compile(workloads.FAR_AND_NEAR_SOURCE, "<far-and-near>", "exec"), namespace)
     assert len(namespace["far"].__code__.co_code) > 300
     kind = "instruction" if mode == "precise" else "edge"
     rules = [(namespace[name].__code__, kind, None, 40) for name in ("near", "far")]

@@ -2,41 +2,16 @@
 
 import sys
 import threading
-import time
 
 import ocular
+import workloads
 from ocular import _engine
 
-SOURCE = """
-def phase_a(n):
-    total = 0
-    for i in range(n):
-        total += i * 7 % 3
-    return total
 
-def phase_b(n):
-    total = 0
-    for i in range(n):
-        total ^= i * 5 % 11
-    return total
-
-def tiny(x):
-    return x
-
-def many_calls(n):
-    for i in range(n):
-        tiny(i)
-
-def one_long_loop(n):
-    total = 0
-    for i in range(n):
-        if i & 1:
-            total += i
-    return total
-"""
 
 NS = {}
-exec(compile(SOURCE, "<sampled>", "exec"), NS)
+exec(compile(workloads.SAMPLED_SOURCE, "<sampled>", "exec"), NS)
+run_for = workloads.run_for
 
 # How close the estimates come to the truth (shares of phases, calls and hits
 # of millions, the whole run's duration) depends on how many windows the
@@ -56,12 +31,6 @@ def sampled(function, *args, interval=5, **options):
 
 def by_name(profile):
     return {f.qualname: f for f in profile.functions if f.filename == "<sampled>"}
-
-
-def run_for(seconds, function, *args):
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        function(*args)
 
 
 def test_nothing_stays_armed_after_stop_in_either_mode():

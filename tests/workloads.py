@@ -2,6 +2,7 @@
 filtered by filename."""
 
 import asyncio
+import time
 
 
 def fib(n):
@@ -242,3 +243,54 @@ def precise_mix():
     total += sum([x * 2 for x in range(12) if x % 3])
     total += long_function(3)  # noqa: F821 (defined by exec above)
     return total
+
+
+# Sources compiled under file names of their own (include_only selects them).
+SAMPLED_SOURCE = """
+def phase_a(n):
+    total = 0
+    for i in range(n):
+        total += i * 7 % 3
+    return total
+
+def phase_b(n):
+    total = 0
+    for i in range(n):
+        total ^= i * 5 % 11
+    return total
+
+def tiny(x):
+    return x
+
+def many_calls(n):
+    for i in range(n):
+        tiny(i)
+
+def one_long_loop(n):
+    total = 0
+    for i in range(n):
+        if i & 1:
+            total += i
+    return total
+"""
+
+FAR_AND_NEAR_SOURCE = """
+def near(n):
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+def far(n):
+{pad}
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+""".format(pad="\n".join(f"    pad{k} = {k}" for k in range(90)))
+
+
+def run_for(seconds, function, *args):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        function(*args)
