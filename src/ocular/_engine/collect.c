@@ -267,18 +267,27 @@ static PyObject *collect_thread(const thread_data *td)
         PyMem_RawFree(has_edge);
         goto error;
     }
+    /* has_edge: bit 1, the callee of an edge (its self is the edges' sum);
+     * bit 2, an end of a reported edge. Such a function is listed even with
+     * nothing counted (a frame found on the stack at start whose thread's
+     * clock never passed in it): every edge's ends are in the list. */
     for (uint32_t i = 0; i < td->calls.n_edges; i++) {
         const edge_stat *edge = &td->calls.edges[i];
         if (edge->callee < td->calls.n_funcs) {
             edge_self[edge->callee] += ticks_at(edge->self, edge->self_base);
-            has_edge[edge->callee] = 1;
+            has_edge[edge->callee] |= 1;
         }
+        if (!reported(edge->callee) || (edge->caller != CALLER_ROOT && !reported(edge->caller)))
+            continue;
+        has_edge[edge->callee] |= 2;
+        if (edge->caller != CALLER_ROOT && edge->caller < td->calls.n_funcs)
+            has_edge[edge->caller] |= 2;
     }
     for (uint32_t id = 0; id < td->calls.n_funcs; id++) {
         const func_stat *fs = &td->calls.funcs[id];
-        if (!fs->calls && !fs->self && !fs->inclusive)
+        if (!fs->calls && !fs->self && !fs->inclusive && !(has_edge[id] & 2))
             continue;
-        int64_t self = has_edge[id] ? edge_self[id] : ticks_at(fs->self, fs->self_base);
+        int64_t self = (has_edge[id] & 1) ? edge_self[id] : ticks_at(fs->self, fs->self_base);
         if (!reported(id)) {
             calibration += ticks_of(fs->self); /* Ocular's own: never scaled */
             continue;
