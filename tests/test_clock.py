@@ -11,6 +11,7 @@ show, to the cycle, however loaded the machine is.
 import dis
 import os
 import sys
+import threading
 
 import pytest
 
@@ -83,12 +84,14 @@ class Recorder(Listener):
     def __init__(self, mode):
         self.events = EVENTS[mode]
         self.seen = []
+        self.thread_ids = []  # the native id of each event's thread
 
     def _make_callback(self, event):
-        seen, kind = self.seen, EVENT_KIND[event]
+        seen, kind, thread_ids, native_id = self.seen, EVENT_KIND[event], self.thread_ids, threading.get_native_id
 
         def callback(code, offset, *rest):
             seen.append((code, kind, offset))
+            thread_ids.append(native_id())
 
         return callback
 
@@ -100,6 +103,18 @@ class Recorder(Listener):
         stop = min(i for i, (code, kind, _) in enumerate(self.seen)
                    if code is ocular.stop_tracing.__code__ and kind == "start")
         return [e for e in self.seen[start + 1:stop] if not e[0].co_filename.startswith(OCULAR_DIR)]
+
+    def threads_window(self):
+        """traced_window's events by native thread id."""
+        start = max(i for i, (code, kind, _) in enumerate(self.seen)
+                    if code is ocular.start_tracing.__code__ and kind == "return")
+        stop = min(i for i, (code, kind, _) in enumerate(self.seen)
+                   if code is ocular.stop_tracing.__code__ and kind == "start")
+        by_thread = {}
+        for event, thread in zip(self.seen[start + 1:stop], self.thread_ids[start + 1:stop]):
+            if not event[0].co_filename.startswith(OCULAR_DIR):
+                by_thread.setdefault(thread, []).append(event)
+        return by_thread
 
 
 def work_rules(namespace):
@@ -158,6 +173,46 @@ def model(events, rules):
     return cycles, calls, insns
 
 
+def model_edges(events, rules):
+    """The call tree by the same rules: {(caller qualname or None, callee
+    qualname): [calls, self, inclusive]}, where a frame's caller is the frame
+    below it when it began (a generator's is whoever resumed it), each
+    activation's inclusive time is its self time and its callees' inclusive
+    time (nothing recurses here), and frames still open at the end close there."""
+    stack, edges = [], {}
+
+    def edge(frame):
+        return edges.setdefault((frame["caller"], frame["name"]), [0, 0, 0])
+
+    def close(frame):
+        inclusive = frame["self"] + frame["child"]
+        totals = edge(frame)
+        totals[1] += frame["self"]
+        totals[2] += inclusive
+        if stack:
+            stack[-1]["child"] += inclusive
+
+    for code, kind, offset in events:
+        name = code.co_qualname
+        frame = {"name": name, "caller": stack[-1]["name"] if stack else None, "self": 0, "child": 0}
+        if kind in PUSHES:  # the time up to a frame's start is its caller's
+            owner = stack[-1] if stack else None
+            stack.append(frame)
+            edge(frame)[0] += kind == "start"
+        elif stack and stack[-1]["name"] == name:
+            owner = stack[-1]
+        else:  # a frame running before tracing began, adopted
+            owner = frame
+            stack.append(frame)
+        if owner is not None:
+            owner["self"] += work_of(rules, code, kind, offset)
+        if kind in POPS and stack[-1]["name"] == name:
+            close(stack.pop())
+    while stack:
+        close(stack.pop())
+    return edges
+
+
 def clocked_run(mode, rules, heads=HEADS, tails=TAILS):
     namespace = clocked_module()
     rules = rules(namespace) if callable(rules) else rules
@@ -208,6 +263,64 @@ def test_every_function_gets_exactly_the_work_of_its_own_code(mode):
     outside, first_head = split_first_head(profile, events)
     assert outside == [expected.get(None, 0)] + ([expected["clocked_run"]] if mode == "precise" else [])
     assert sum(mine) == expected.get("clocked_run", 0) + (first_head if mode == "precise" else 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_call_edge_gets_exactly_its_calls_and_time(mode):
+    profile, events, rules = clocked_run(mode, work_rules)
+    expected = model_edges(events, rules)
+    clocked = {"leaf", "numbers", "fails", "catches", "driver"}
+    got = {(caller.qualname if caller else None, callee.qualname): [stats.calls, stats.cycles, stats.inclusive_cycles]
+           for caller, callee, stats in profile.edges if callee.filename == "<clocked>"}
+    assert got == {key: value for key, value in expected.items() if key[1] in clocked}
+    assert got[("catches", "fails")][0] == 4 and got[("driver", "numbers")][1] > 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_blocks_and_instructions_add_up_to_their_function(mode):
+    profile, _, _ = clocked_run(mode, work_rules)
+    for function in (f for f in profile.functions if f.filename == "<clocked>"):
+        parts = [profile.blocks] + ([profile.instructions] if mode == "precise" else [])
+        for records in parts:
+            placed = sum(r.cycles for r in records if r.filename == "<clocked>" and r.qualname == function.qualname)
+            assert placed + function.unattributed_cycles == function.cycles, function.qualname
+        assert function.cycles > function.unattributed_cycles
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_thread_gets_exactly_the_work_of_its_own_events(mode):
+    # Two threads run the same code at once, their events interleaving as the
+    # GIL passes between them. The test clock runs per thread (a thread's
+    # time passes only at its own events), so each thread's figures are the
+    # model of its own events alone.
+    namespace = clocked_module()
+    rules = work_rules(namespace)
+    go = threading.Barrier(2)
+
+    def worker():
+        go.wait()
+        namespace["driver"]()
+
+    with _testclock.on_test_clock(heads=HEADS, tails=TAILS, rules=rules), Recorder(mode) as recorder:
+        ocular.start_tracing(mode=mode, perfetto=False, deinstrument_threshold=0)
+        noop()
+        workers = [threading.Thread(target=worker) for _ in range(2)]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
+        profile = ocular.stop_tracing()
+    events = recorder.threads_window()
+    threads = {t.native_id: t for t in profile.threads}
+    for thread in workers:
+        expected, calls, _ = model(events[thread.native_id], rules)
+        functions = {f.qualname: f for f in threads[thread.native_id].functions if f.filename == "<clocked>"}
+        assert set(functions) == {"leaf", "numbers", "fails", "catches", "driver"}
+        for name, function in functions.items():
+            assert (function.cycles, function.calls) == (expected[name], calls[name]), name
+        assert functions["driver"].inclusive_cycles == sum(expected[n] for n in functions)
+    merged = {f.qualname: f.cycles for f in profile.functions if f.filename == "<clocked>"}
+    assert merged["leaf"] == sum(model(events[t.native_id], rules)[0]["leaf"] for t in workers)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -51,7 +51,7 @@ def on_test_clock(work=None, heads=None, tails=None, far=(0, 0), rules=()):
 
 
 def now():
-    """The test clock's time in ticks."""
+    """The calling thread's test-clock time in ticks (each thread has its own)."""
     return _engine._test_clock_now()
 
 

@@ -33,22 +33,36 @@ static inline uint64_t clock_tsc(void)
 }
 #endif
 
-/* The test clock (tests only; testclock.c): while `on`, the engine's time is
- * `now`, which only the test-clock callbacks (monitor_test.c) advance, by
- * amounts the test sets. The hot path never reads this: the real callbacks
- * call clock_tsc() directly, and the test run registers other callbacks. The
+/* The test clock (tests only; monitor_test.c): while `on`, the engine's time
+ * is the calling thread's test time, which only the test-clock callbacks
+ * advance, by amounts the test sets. Each thread has a clock of its own (a
+ * thread's time passes only at its own events, as if each had a core to
+ * itself), so that threads' figures are exact however their events
+ * interleave. The hot path never reads this: the real callbacks call
+ * clock_tsc() directly, and the test run registers other callbacks. The
  * engine's other clock reads (start, stop, calibration sentinels, windows'
  * ends, probes) go through clock_now(). */
 typedef struct {
     int on;
-    uint64_t now;
 } clock_test_state;
 
 extern clock_test_state clock_test;
+extern _Thread_local uint64_t clock_test_thread_now;  /* 0: not begun on this thread */
+
+/* Far from 0: no figure may depend on where a clock starts. */
+#define CLOCK_TEST_ORIGIN ((uint64_t)1 << 32)
+
+/* The calling thread's test time, begun at the origin on its first read. */
+static inline uint64_t *clock_test_now(void)
+{
+    if (!clock_test_thread_now)
+        clock_test_thread_now = CLOCK_TEST_ORIGIN;
+    return &clock_test_thread_now;
+}
 
 static inline uint64_t clock_now(void)
 {
-    return __builtin_expect(clock_test.on, 0) ? clock_test.now : clock_tsc();
+    return __builtin_expect(clock_test.on, 0) ? *clock_test_now() : clock_tsc();
 }
 
 static inline uint64_t clock_mono_ns(void)

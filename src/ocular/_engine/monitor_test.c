@@ -12,7 +12,7 @@
 #include "testclock.h"
 #include "tstate.h"
 
-#define clock_tsc() (clock_test.now)
+#define clock_tsc() (*clock_test_now())
 #define OCULAR_MONITOR_TEST 1
 #include "monitor.c"
 
@@ -66,13 +66,13 @@ static int64_t advance(const callback_object *cb, PyObject *const *args, Py_ssiz
     if (ci->state != CI_TRACED) {
         if (cb->local)
             return 0;
-        clock_test.now += (uint64_t)test.head[kind];
+        *clock_test_now() += (uint64_t)test.head[kind];
         return test.tail[kind];
     }
     int n_far = far_offset(args[1]) + (kind == EV_EDGE && nargs >= 3 ? far_offset(args[2]) : 0);
     long offset = PyLong_Check(args[1]) ? PyLong_AsLong(args[1]) : -1;
     PyErr_Clear();
-    clock_test.now += (uint64_t)(work_of(args[0], kind, offset) + test.head[kind] + n_far * test.far_head);
+    *clock_test_now() += (uint64_t)(work_of(args[0], kind, offset) + test.head[kind] + n_far * test.far_head);
     return test.tail[kind] + n_far * test.far_tail;
 }
 
@@ -81,7 +81,7 @@ static PyObject *on_test_clock(PyObject *self, PyObject *const *args, size_t nar
     const callback_object *cb = (const callback_object *)self;
     int64_t after = advance(cb, args, PyVectorcall_NARGS(nargsf));
     PyObject *result = cb->inner(self, args, nargsf, kwnames);
-    clock_test.now += (uint64_t)after;
+    *clock_test_now() += (uint64_t)after;
     return result;
 }
 
@@ -149,7 +149,7 @@ PyObject *testclock_set(PyObject *module, PyObject *args)
         }
         test.rules[test.n_rules++] = (work_rule){Py_NewRef(code), kind, offset, ticks};
     }
-    clock_test.now = (uint64_t)1 << 32; /* far from 0: no figure may depend on where it starts */
+    clock_test_thread_now = CLOCK_TEST_ORIGIN;
     clock_test.on = 1;
     Py_RETURN_NONE;
 }
@@ -157,5 +157,5 @@ PyObject *testclock_set(PyObject *module, PyObject *args)
 PyObject *testclock_now(PyObject *module, PyObject *unused)
 {
     (void)module, (void)unused;
-    return PyLong_FromUnsignedLongLong(clock_test.now);
+    return PyLong_FromUnsignedLongLong(*clock_test_now());
 }

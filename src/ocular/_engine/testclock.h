@@ -1,7 +1,7 @@
 /* testclock.h - a clock the tests control (monitor_test.c).
  *
  * With the test clock on, start() hands out the callbacks of monitor_test.c:
- * the same code as monitor.c, compiled a second time to read clock_test.now
+ * the same code as monitor.c, compiled a second time to read the test clock
  * instead of the tick counter, each wrapped so that an event first advances
  * the clock by the program's work before it (a rule the test set, per code
  * object, event kind and offset) plus its head, and after the callback by its
