@@ -12,6 +12,9 @@ import os
 import statistics
 import sys
 
+# Ocular's own micro workloads (benchmarks/workloads.py); the rest come from pyperformance.
+OWN_WORKLOADS = ("mixed", "stdlib", "objects", "loops")
+
 LABELS = {
     "untraced": "untraced",
     "ocular-adaptive-500": "Ocular adaptive 500", "ocular-adaptive-500-pftrace": "adaptive 500 + .pftrace",
@@ -72,9 +75,30 @@ class Results:
             return None
         return (traced - base) / (floor_s - base)
 
+    def round_ratio(self, workload, config, round_):
+        """traced / untraced within one round (None if either is missing)."""
+        pick = lambda c: next((m["seconds"] for m in self.samples.get((workload, c), ()) if m["round"] == round_), None)
+        traced, untraced = pick(config), pick("untraced")
+        return traced / untraced if traced is not None and untraced else None
+
+    def round_geomeans(self, config):
+        """The geometric mean over the workloads, computed round by round:
+        how far one round's summary figure moves from another's."""
+        means = []
+        for round_ in range(rounds_done(self.raw)):
+            values = [self.round_ratio(w, config, round_) for w in self.workloads]
+            if values and None not in values:
+                means.append(geomean(values))
+        return means
+
     def column(self, config, function=None):
         function = function or (lambda w: self.ratio(w, config))
         return [v for v in (function(w) for w in self.workloads) if v is not None]
+
+
+def command_flag(meta):
+    size = meta.get("size", "quick" if meta.get("quick") else "full")
+    return {"quick": " --quick", "full": " --full"}.get(size, "")
 
 
 def rounds_done(raw):
@@ -303,9 +327,12 @@ def summary(r):
         rss = geomean(r.column(c, lambda w: r.ratio(w, c) and r.median(w, c, "rss_kb") / r.median(w, "untraced", "rss_kb")))
         stop = r.median("jinja2_tests", c, "stop_seconds") if c in suite else None
         suite_ratio = r.ratio("jinja2_tests", c) if c in suite else None
-        rows.append((LABELS[c], f"**{fmt(geomean(values))}**", f"{fmt(min(values))} – {fmt(max(values))}",
+        rounds = r.round_geomeans(c)
+        spread = f"{fmt(min(rounds))} – {fmt(max(rounds))}" if len(rounds) > 1 else "–"
+        rows.append((LABELS[c], f"**{fmt(geomean(values))}**", spread, f"{fmt(min(values))} – {fmt(max(values))}",
                      fmt(suite_ratio), fmt(stop, 2, " s") if stop is not None else "–", fmt(rss)))
-    return table(("contender", "traced / untraced (geometric mean)", "range over workloads", "jinja2's tests",
+    return table(("contender", "traced / untraced (geometric mean)", "round by round", "range over workloads",
+                  "jinja2's tests",
                   "stop_tracing() after jinja2's tests", "peak RSS / untraced"), rows)
 
 
@@ -336,7 +363,7 @@ def document(raw):
     out = [
         "# Benchmarks",
         "",
-        f"Produced by `./dev bench{' --quick' if meta['quick'] else ''}` (`benchmarks/run.py`) on {meta['date']} at "
+        f"Produced by `./dev bench{command_flag(meta)}` (`benchmarks/run.py`) on {meta['date']} at "
         f"commit {meta['commit']}: {meta['cpu']}, {meta['cores']} cores, {meta['implementation']} "
         f"{meta['python']}; {rounds_done(raw)} rounds (median kept; at least {rounds} per figure"
         + (f"; the run was planned for {meta['repeat']} and stopped after {rounds_done(raw)}"
@@ -351,11 +378,13 @@ def document(raw):
         "(2 cores, other jobs running, its speed changing between phases): single runs of one configuration "
         "differ by up to 30 %, ratios by 5-10 %.",
         "",
-        f"Workloads: {len([w for w in r.workloads if w not in ('mixed', 'stdlib', 'objects', 'loops')])} from "
+        f"Workloads: {len([w for w in r.workloads if w not in OWN_WORKLOADS])} from "
         f"pyperformance {versions.get('pyperformance')} (loaded from the installed package, their functions "
         "called in-process; loop counts scaled to about "
-        f"{meta['seconds']:.2f} s untraced), then Ocular's own micro workloads (`mixed`, `stdlib`, `objects`, "
-        "`loops`)."
+        f"{meta['seconds']:.2f} s untraced)"
+        + (", then Ocular's own micro workloads ("
+           + ", ".join(f"`{w}`" for w in r.workloads if w in OWN_WORKLOADS) + ")."
+           if any(w in OWN_WORKLOADS for w in r.workloads) else ".")
         + short_workloads(r, meta["seconds"]),
         "",
         "Contenders: untraced; Ocular (A = adaptive, P = precise; 500 and 0 = deinstrument_threshold; "
@@ -369,6 +398,9 @@ def document(raw):
         "hottest functions by a cProfile pass (listed at the end).",
         "",
         "## Summary",
+        "",
+        "\"Round by round\" is the spread of the summary figure itself: the geometric mean over the workloads "
+        "computed within each round, lowest to highest.",
         "",
         summary(r),
         "",
@@ -476,7 +508,7 @@ def write(raw, directory):
 def readme_summary(raw):
     """The summary table with the machine it was measured on, for the README."""
     meta = raw["meta"]
-    return (f"Measured with `./dev bench` on {meta['date']} (commit {meta['commit']}): {meta['cpu']}, "
+    return (f"Measured with `./dev bench{command_flag(meta)}` on {meta['date']} (commit {meta['commit']}): {meta['cpu']}, "
             f"{meta['cores']} cores (shared), {meta['implementation']} {meta['python']}; medians of "
             f"{rounds_done(raw)} interleaved rounds, {len(Results(raw).workloads)} workloads. Full tables: "
             "docs/benchmarks.md.\n\n" + summary(Results(raw)))

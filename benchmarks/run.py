@@ -1,4 +1,10 @@
-"""Ocular's benchmarks (not tests): `./dev bench [--quick] [--repeat N] [--workloads a,b]`.
+"""Ocular's benchmarks (not tests): `./dev bench [--quick | --full] [--repeat N] [--workloads a,b]`.
+
+Three sizes: the default (about 15 minutes here: every contender and floor,
+seven representative workloads at ~0.4 s, 3 rounds; the README's summary
+table, in docs/), --full (about 2 hours: fourteen workloads at ~1.1 s, 5
+rounds, in docs/full/) and --quick (a smoke run in under 2 minutes, in
+.bench-quick/).
 
 Every measurement runs in a fresh interpreter (contenders.py); in each round
 every workload runs under every contender, the contenders' order rotating from
@@ -13,7 +19,8 @@ line_profiler. After them: the trace writer alone (bench_writer.py).
 The raw measurements go to OUTPUT/benchmarks.json after every round, and the
 report (report.py: OUTPUT/benchmarks.md and .png) is rewritten from them;
 `python benchmarks/report.py OUTPUT/benchmarks.json` redoes the report alone.
-OUTPUT is docs/ for a full run, .bench-quick/ for --quick.
+A progress line follows every workload of every round, with the time spent
+and the expected time left (from the first round's times once it is done).
 """
 
 import argparse
@@ -46,7 +53,13 @@ PEER_PACKAGES = {"cprofile": None, "viztracer": "viztracer", "yappi": "yappi", "
 # pyperformance_workloads.RECIPES can be named with --workloads.
 FULL_WORKLOADS = ["nbody", "richards", "raytrace", "float", "deltablue", "go", "hexiom", "regex_v8", "generators",
                   "coroutines", "mixed", "stdlib", "objects", "loops"]
+# The default run's: floats, calls, objects (raytrace), C-heavy regexes,
+# generators, coroutines and the densest micro workload.
+STANDARD_WORKLOADS = ["nbody", "richards", "raytrace", "regex_v8", "generators", "coroutines", "loops"]
 QUICK_WORKLOADS = ["nbody", "richards", "generators", "loops"]
+# (workloads, untraced seconds per workload, rounds, output directory) per size.
+SIZES = {"quick": (QUICK_WORKLOADS, 0.12, 1, ".bench-quick"), "standard": (STANDARD_WORKLOADS, 0.4, 3, "docs"),
+         "full": (FULL_WORKLOADS, 1.1, 5, os.path.join("docs", "full"))}
 # Configurations for the two workloads that are not about overhead ratios.
 STOP_CONFIGS = ["untraced", "ocular-adaptive-500", "ocular-adaptive-0", "ocular-precise-500", "ocular-precise-0"]
 SUITE_CONFIGS = ["untraced", "ocular-adaptive-500", "ocular-adaptive-0", "ocular-adaptive-0-pftrace",
@@ -94,7 +107,7 @@ def machine():
 
 
 def versions():
-    found = {"ocular": metadata.version("ocular"), "pyperformance": pyperformance_workloads.version(),
+    found = {"ocular": metadata.version("ocular-profiler"), "pyperformance": pyperformance_workloads.version(),
              "cprofile": f"stdlib (Python {sys.version.split()[0]})"}
     for peer, package in PEER_PACKAGES.items():
         if package:
@@ -132,25 +145,32 @@ def rotated(items, by):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="a short run: 4 workloads at ~0.12 s, one round, jinja2's test_api.py only")
-    parser.add_argument("--repeat", type=int, help="rounds (default 5; 1 with --quick)")
-    parser.add_argument("--seconds", type=float, help="untraced seconds per workload (default 1.1; 0.12 quick)")
-    parser.add_argument("--workloads", help=f"comma list (default: {','.join(FULL_WORKLOADS)}); "
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_const", dest="size", const="quick",
+                      help="a smoke run: 4 workloads at ~0.12 s, one round, jinja2's test_api.py only")
+    size.add_argument("--full", action="store_const", dest="size", const="full",
+                      help=f"the 2-hour run: {len(FULL_WORKLOADS)} workloads at ~1.1 s, 5 rounds, into docs/full/")
+    parser.add_argument("--repeat", type=int, help="rounds (default 3; 5 with --full, 1 with --quick)")
+    parser.add_argument("--seconds", type=float,
+                        help="untraced seconds per workload (default 0.4; 1.1 with --full, 0.12 with --quick)")
+    parser.add_argument("--workloads", help=f"comma list (default: {','.join(STANDARD_WORKLOADS)}); "
                                             f"known: {','.join(workloads.names())}")
     parser.add_argument("--configs", help=f"comma list (default: all): {','.join(contenders.CONFIGS)}")
     parser.add_argument("--no-suite", dest="suite", action="store_false", help="skip jinja2's tests")
     parser.add_argument("--no-stop", dest="stop", action="store_false", help="skip many_codes")
     parser.add_argument("--no-writer", dest="writer", action="store_false", help="skip the writer benchmark")
-    parser.add_argument("--output", help="directory for benchmarks.{json,md,png} (default docs/; .bench-quick/)")
+    parser.add_argument("--output", help="directory for benchmarks.{json,md,png} (default docs/; docs/full/ with --full, "
+                                             ".bench-quick/ with --quick)")
     options = parser.parse_args()
-    quick = options.quick
-    repeat = options.repeat or (1 if quick else 5)
-    seconds = options.seconds or (0.12 if quick else 1.1)
-    names = options.workloads.split(",") if options.workloads else (QUICK_WORKLOADS if quick else FULL_WORKLOADS)
+    size = options.size or "standard"
+    quick = size == "quick"
+    default_names, default_seconds, default_repeat, default_output = SIZES[size]
+    repeat = options.repeat or default_repeat
+    seconds = options.seconds or default_seconds
+    names = options.workloads.split(",") if options.workloads else default_names
     for name in names:
         workloads.probe_units(name)  # fails early on an unknown name
-    output = options.output or os.path.join(ROOT, ".bench-quick" if quick else "docs")
+    output = options.output or os.path.join(ROOT, default_output)
     os.makedirs(output, exist_ok=True)
     raw_path = os.path.join(output, "benchmarks.json")
     began = time.monotonic()
@@ -175,7 +195,7 @@ def main():
         rdtsc_ns = float(subprocess.run(
             [sys.executable, "-c", "import empty_callback; print(empty_callback.rdtsc_ns())"],
             capture_output=True, text=True, env=env, check=True).stdout)
-        raw = {"meta": {**machine(), "quick": quick, "repeat": repeat, "seconds": seconds, "rdtsc_ns": rdtsc_ns,
+        raw = {"meta": {**machine(), "quick": quick, "size": size, "repeat": repeat, "seconds": seconds, "rdtsc_ns": rdtsc_ns,
                         "suite_selection": env.get("OCULAR_BENCH_JINJA2_TESTS", "tests")},
                "versions": versions(), "units": {}, "hot": {}, "plan": plan, "measurements": [], "errors": []}
         print(f"probing {len(names)} workloads ...", flush=True)
@@ -184,9 +204,11 @@ def main():
                 raw["units"][name] = 1
                 continue
             raw["units"][name], raw["hot"][name] = scale(name, seconds, env, quick)
+        progress = Progress(plan, repeat)
         for round_ in range(repeat):
             round_began = time.monotonic()
             for name, configs in plan.items():
+                step_began = time.monotonic()
                 # A stride prime to the number of configurations: each round
                 # starts elsewhere, so no contender always follows the same one.
                 for config in rotated(configs, round_ * 7):
@@ -198,7 +220,9 @@ def main():
                         raw["errors"].append(result)
                     else:
                         raw["measurements"].append(result)
-                print(f"round {round_ + 1}/{repeat}: {name} done ({time.monotonic() - began:.0f} s)", flush=True)
+                progress.done(round_, name, time.monotonic() - step_began)
+                print(f"round {round_ + 1}/{repeat}: {name} done ({len(configs)} contenders, "
+                      f"{time.monotonic() - began:.0f} s so far, {progress.left()} left)", flush=True)
             print(f"round {round_ + 1} took {time.monotonic() - round_began:.0f} s", flush=True)
             raw["meta"]["elapsed_s"] = time.monotonic() - began
             save(raw, raw_path)
@@ -214,6 +238,29 @@ def main():
     print(f"done in {raw['meta']['elapsed_s']:.0f} s: {output}/benchmarks.md, benchmarks.png, benchmarks.json")
     if raw["errors"]:
         raise SystemExit(f"{len(raw['errors'])} measurements failed (listed in {output}/benchmarks.md)")
+
+
+class Progress:
+    """The expected time left: each remaining (round, workload) step costs
+    what it cost in the first round; before the first round has seen a
+    workload, its cost is guessed from the mean per contender so far."""
+
+    def __init__(self, plan, repeat):
+        self.contenders = {name: len(configs) for name, configs in plan.items()}
+        self.steps = [(round_, name) for round_ in range(repeat) for name in plan]
+        self.first = {}
+        self.finished = 0
+
+    def done(self, round_, name, seconds):
+        self.first.setdefault(name, seconds)
+        self.finished += 1
+
+    def left(self):
+        seen = sum(self.contenders[name] for name in self.first)
+        per_contender = sum(self.first.values()) / seen if seen else 0
+        seconds = sum(self.first.get(name, per_contender * self.contenders[name])
+                      for _, name in self.steps[self.finished:])
+        return f"~{seconds / 60:.0f} min" if seconds >= 90 else f"~{seconds:.0f} s"
 
 
 def save(raw, path):
