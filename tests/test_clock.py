@@ -9,6 +9,7 @@ show, to the cycle, however loaded the machine is.
 """
 
 import dis
+import math
 import os
 import sys
 import threading
@@ -321,6 +322,74 @@ def test_each_thread_gets_exactly_the_work_of_its_own_events(mode):
         assert functions["driver"].inclusive_cycles == sum(expected[n] for n in functions)
     merged = {f.qualname: f.cycles for f in profile.functions if f.filename == "<clocked>"}
     assert merged["leaf"] == sum(model(events[t.native_id], rules)[0]["leaf"] for t in workers)
+
+
+def llround(x):
+    """C's llround for x >= 0: halves away from zero (Python's round() goes to even)."""
+    return math.floor(x + 0.5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sampled_estimates_are_the_warmup_plus_the_windows_scaled_by_the_untraced_share(mode):
+    # At a threshold above 0 the run is sampled: traced whole in a warm-up,
+    # then only in windows. On the test clock the test switches the windows
+    # itself (there is no clock thread) and the program runs `gap` ticks
+    # unseen before each, besides a driver() call whose events Ocular does not
+    # get. The estimate is the warm-up's figures plus the windows' times the
+    # scale: the program's time after the warm-up over its time in the
+    # windows, both known here exactly.
+    namespace = clocked_module()
+    rules = work_rules(namespace)
+    gap = 250_000
+    with _testclock.on_test_clock(heads=HEADS, tails=TAILS, rules=rules), Recorder(mode) as recorder:
+        ocular.start_tracing(mode=mode, perfetto=False, deinstrument_threshold=500)
+        noop()
+        namespace["driver"]()
+        marks = [len(recorder.seen)]
+        opened = [_testclock.switch_window()]  # the warm-up ends
+        for _ in range(2):
+            _testclock.advance(gap)
+            namespace["driver"]()  # between windows: Ocular sees none of it
+            marks.append(len(recorder.seen))
+            opened.append(_testclock.switch_window())
+            namespace["driver"]()
+            marks.append(len(recorder.seen))
+            opened.append(_testclock.switch_window())
+        profile = ocular.stop_tracing()
+    assert opened == [False, True, False, True, False]
+    mine = lambda events: [e for e in events if not e[0].co_filename.startswith(OCULAR_DIR)]  # noqa: E731
+    start = max(i for i, (code, kind, _) in enumerate(recorder.seen)
+                if code is ocular.start_tracing.__code__ and kind == "return")
+    warmup = mine(recorder.seen[start + 1:marks[0]])
+    windows = [mine(recorder.seen[marks[1]:marks[2]]), mine(recorder.seen[marks[3]:marks[4]])]
+    work_in_windows = sum(work_of(rules, *event) for window in windows for event in window)
+    scale = (2 * gap + work_in_windows) / work_in_windows
+    assert profile.sampling.windows == 2 and not profile.sampling.whole
+    assert profile.sampling.scale == pytest.approx(scale, rel=1e-12)
+
+    clocked = {"leaf", "numbers", "fails", "catches", "driver"}
+    base_edges = model_edges(warmup, rules)
+    window_edges = {}
+    for window in windows:
+        for key, (calls, self_cycles, _) in model_edges(window, rules).items():
+            totals = window_edges.setdefault(key, [0, 0])
+            totals[0] += calls
+            totals[1] += self_cycles
+    base_calls = model(warmup, rules)[1]
+    window_calls = [model(window, rules)[1] for window in windows]
+    functions = {f.qualname: f for f in profile.functions if f.filename == "<clocked>"}
+    assert set(functions) == clocked
+    for name, function in functions.items():
+        recorded_calls = base_calls[name] + sum(calls[name] for calls in window_calls)
+        seen_cycles = sum(v[1] for k, v in window_edges.items() if k[1] == name)
+        base_cycles = sum(v[1] for k, v in base_edges.items() if k[1] == name)
+        # each caller/callee pair scaled and rounded once: a function's self is their sum
+        estimate = base_cycles + sum(llround(v[1] * scale) for k, v in window_edges.items() if k[1] == name)
+        assert function.calls == base_calls[name] + llround((recorded_calls - base_calls[name]) * scale), name
+        assert function.cycles == estimate, name
+        assert (function.sampled_calls, function.sampled_cycles) == (recorded_calls, base_cycles + seen_cycles), name
+        assert function.windows == 2, name
+    assert functions["leaf"].calls == 4 + llround(8 * scale)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -55,6 +55,19 @@ def now():
     return _engine._test_clock_now()
 
 
+def advance(ticks):
+    """The calling thread's clock moves on by `ticks`: the program running
+    where Ocular sees no event (between sampling windows)."""
+    _engine._test_clock_advance(int(ticks))
+
+
+def switch_window():
+    """In a sampled run on the test clock (which has no clock thread): end
+    the window that is open (the warm-up first) or open the next, here and
+    now. Returns whether a window is open after it."""
+    return _engine._test_switch_window()
+
+
 class FixedCalibrator:
     """Stands in for _calibration.Calibrator on the test clock: the event
     costs are the test's, installed as measured ones would be."""

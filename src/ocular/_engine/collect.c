@@ -32,11 +32,13 @@ static int64_t ticks_of(int64_t sub)
     return shifted >= 0 ? shifted / SUB_ONE : -((-shifted + SUB_ONE - 1) / SUB_ONE);
 }
 
-/* A time in subticks with its base, as estimated, in ticks. */
+/* A time in subticks with its base, as estimated, in ticks: rounded once
+ * (half up), from the exact product (rounding it to a subtick first could
+ * carry 0.47 of a tick up to a whole one). */
 static int64_t ticks_at(int64_t sub, int64_t base)
 {
     if (scale != 1.0)
-        sub = base + (int64_t)llround((double)(sub - base) * scale);
+        return (int64_t)floor(((double)base + (double)(sub - base) * scale) / SUB_ONE + 0.5);
     return ticks_of(sub);
 }
 

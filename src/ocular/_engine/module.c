@@ -412,6 +412,9 @@ static PyMethodDef engine_methods[] = {
     {"simulate_failure", simulate_failure, METH_NOARGS, "Test hook: fail as on an internal error."},
     {"_test_clock", testclock_set, METH_VARARGS, "Tests only: the engine's time on a clock the test advances."},
     {"_test_clock_now", testclock_now, METH_NOARGS, "Tests only: the test clock's time."},
+    {"_test_clock_advance", testclock_advance, METH_O, "Tests only: the calling thread's test clock moves on."},
+    {"_test_switch_window", testclock_switch_window, METH_NOARGS,
+     "Tests only: end the open sampling window, or open the next (test clock)."},
     {"set_opcode_table", set_opcode_table, METH_VARARGS, "Hand over opcode facts (at import)."},
     {"callbacks", callbacks, METH_O, "{event name: callable} for a mode (0 adaptive, 1 precise); "
                                      "on the test clock's while it is on."},

@@ -9,6 +9,7 @@
 #include "frames.h"
 #include "monitor.h"
 #include "phase.h"
+#include "sampler.h"
 #include "testclock.h"
 #include "tstate.h"
 
@@ -158,4 +159,29 @@ PyObject *testclock_now(PyObject *module, PyObject *unused)
 {
     (void)module, (void)unused;
     return PyLong_FromUnsignedLongLong(*clock_test_now());
+}
+
+PyObject *testclock_advance(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    long long ticks = PyLong_AsLongLong(arg);
+    if (ticks == -1 && PyErr_Occurred())
+        return NULL;
+    if (ticks < 0) {
+        PyErr_SetString(PyExc_ValueError, "test_clock_advance: ticks must be >= 0");
+        return NULL;
+    }
+    *clock_test_now() += (uint64_t)ticks;
+    Py_RETURN_NONE;
+}
+
+PyObject *testclock_switch_window(PyObject *module, PyObject *unused)
+{
+    (void)module, (void)unused;
+    int open = sampler_test_switch();
+    if (open < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "test_switch_window: only in a sampled run on the test clock");
+        return NULL;
+    }
+    return PyBool_FromLong(open);
 }

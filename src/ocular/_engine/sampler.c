@@ -46,6 +46,7 @@ static struct {
     atomic_uint_fast64_t refreshes;
     uint64_t windows, window_ticks, bumps, gil_switches;
     int window_open, budget_exhausted;
+    int by_test; /* on the test clock: the test switches the windows (sampler_test_switch) */
     uint64_t opened_at;
     int in_warmup, warmup_done;
     uint64_t warmup_ticks;
@@ -443,10 +444,26 @@ int sampler_start(const sampler_config *config)
         trace_define_code(WINDOW_CODE_ID, "sampling window", "<ocular>", 0);
         sampler.trace = trace_thread_new(SAMPLER_WINDOW_TID);
     }
+    /* On the test clock the windows open and close where the test says, in
+     * its own thread: a timer on the real clock would put them anywhere. */
+    sampler.by_test = clock_test.on && config->interval_ns;
+    if (sampler.by_test)
+        return 0;
     if (pthread_create(&sampler.thread, NULL, sampler_main, NULL) != 0)
         return -1;
     sampler.running = 1;
     return 0;
+}
+
+int sampler_test_switch(void)
+{
+    if (!sampler.by_test || sampler.run_id != engine.run_id)
+        return -1;
+    if (sampler.window_open)
+        close_window(); /* the warm-up first */
+    else
+        open_window();
+    return sampler.window_open;
 }
 
 void sampler_stop(uint64_t now)
@@ -466,6 +483,7 @@ void sampler_stop(uint64_t now)
         end_window(now); /* the engine's stop closes the threads' frames */
     sampler.config.refresher = NULL;
     sampler.config.set_events = NULL;
+    sampler.by_test = 0;
 }
 
 void sampler_forget(void)

@@ -60,6 +60,12 @@ sampler_stats sampler_totals(void);
 
 int sampler_running(void);
 
+/* Tests only: on the test clock a sampled run has no clock thread; each call
+ * ends the window that is open (the warm-up first) or opens the next, at the
+ * calling thread's test-clock time. Returns 1 if a window is open after it,
+ * 0 if not, -1 if this run's windows are not the test's. GIL held. */
+int sampler_test_switch(void);
+
 /* The number of the window now open (0 before the first): per-thread tables
  * count in how many windows each function was seen. */
 extern uint64_t sampler_window_id;

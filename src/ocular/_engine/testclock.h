@@ -19,4 +19,12 @@ PyObject *testclock_set(PyObject *module, PyObject *args);
 /* test_clock_now() -> the test clock's time, in ticks. */
 PyObject *testclock_now(PyObject *module, PyObject *unused);
 
+/* test_clock_advance(ticks): the calling thread's clock moves on by `ticks`
+ * (the program running where Ocular sees no event, e.g. between windows). */
+PyObject *testclock_advance(PyObject *module, PyObject *arg);
+
+/* test_switch_window() -> whether a window is open after it: ends the open
+ * window (the warm-up first) or opens the next (sampler_test_switch). */
+PyObject *testclock_switch_window(PyObject *module, PyObject *unused);
+
 #endif
