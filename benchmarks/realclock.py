@@ -181,6 +181,21 @@ exec(compile(workloads.SAMPLED_SOURCE, "<sampled>", "exec"), NS)
 run_for = workloads.run_for
 
 
+def expensive_instruction(mode):
+    # One multiplication of big ints is nearly all of big_multiply's loop:
+    # the instruction (precise) or the block (adaptive) holding it must get
+    # most of the function's time. Once tests/test_truth.py and
+    # test_precise.py, on a run of a few milliseconds that one scheduler
+    # slice landing elsewhere broke under load.
+    profile, _ = traced(workloads.big_multiply, 200, mode=mode)
+    mine = functions_of(profile)["big_multiply"]
+    records = profile.instructions if mode == "precise" else profile.blocks
+    hottest = max(r.cycles for r in records if r.qualname == "big_multiply")
+    share = hottest / mine.cycles
+    return share, share > 0.8, "the hottest " + ("instruction's" if mode == "precise" else "block's") + \
+        " share of big_multiply, its loop one big multiplication (target > 0.8)"
+
+
 def sampled(function, *args, mode="adaptive"):
     return traced(function, *args, mode=mode, deinstrument_threshold=500, sample_interval_ms=5,
                   include_only="<sampled>")
@@ -251,6 +266,7 @@ CHECKS = {
     "four-times-the-work": (four_times_the_work, ("adaptive",)),
     "empty-function": (empty_function_near_zero, ("adaptive",)),
     "phases-share": (phases_share, ("adaptive",)),
+    "expensive-instruction": (expensive_instruction, ("adaptive", "precise")),
     "calls-estimated": (calls_estimated, ("adaptive",)),
     "hits-estimated": (hits_estimated, ("adaptive",)),
     "whole-run-estimate": (whole_run_estimate, ("adaptive",)),

@@ -43,14 +43,14 @@ def test_threshold_caps_instruction_hits_and_stop_uninstruments():
     assert max(listener.counts.values()) > 7
 
 
-def test_expensive_instruction_gets_most_of_the_loop():
+def test_expensive_instruction_is_charged_at_every_iteration():
+    # its share of the loop is a real-clock figure: benchmarks/realclock.py,
+    # expensive-instruction
+    multiply = next(i.offset for i in dis.get_instructions(workloads.big_multiply)
+                    if i.opname == "BINARY_OP" and i.argrepr == "*")
     profile, _ = traced(workloads.big_multiply, mode="precise")
-    mine = [i for i in profile.instructions if i.qualname == "big_multiply"]
-    total = sum(i.cycles for i in mine)
-    hottest = max(mine, key=lambda i: i.cycles)
-    assert hottest.opname == "BINARY_OP"
-    assert hottest.hits == 300
-    assert hottest.cycles > 0.6 * total
+    (insn,) = [i for i in profile.instructions if i.qualname == "big_multiply" and i.offset == multiply]
+    assert insn.opname == "BINARY_OP" and insn.hits == 300 and insn.cycles > 0
 
 
 def test_blocks_lines_and_functions_are_derived_from_instructions():

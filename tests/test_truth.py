@@ -1,6 +1,7 @@
 """Truthful cycles: one consistent account, exact sums, calibrated per kind of
 event, checked against the untraced run."""
 
+import dis
 import threading
 
 import pytest
@@ -108,18 +109,24 @@ def test_shares_are_of_one_total_and_nothing_is_counted_twice():
     assert "50.0%" not in profile.report()
 
 
-def test_a_loop_of_one_expensive_instruction_gets_most_of_its_cycles():
+def test_a_loop_of_one_expensive_instruction_charges_it_every_iteration():
+    # How much of the function the multiplication gets is a real-clock figure
+    # (benchmarks/realclock.py, expensive-instruction: a preemption lands in
+    # whatever runs); what load cannot change is where its hits and its
+    # positive time go.
+    multiply = next(i for i in dis.get_instructions(workloads.big_multiply)
+                    if i.opname == "BINARY_OP" and i.argrepr == "*")
     for mode in ("adaptive", "precise"):
         profile, _ = traced(workloads.big_multiply, 200, mode=mode)
         mine = functions_of(profile, workloads)["big_multiply"]
         if mode == "precise":
-            insns = [i for i in profile.instructions if i.qualname == "big_multiply"]
-            hottest = max(insns, key=lambda i: i.cycles)
-            assert hottest.opname == "BINARY_OP" and hottest.hits == 200
-            assert hottest.cycles > 0.8 * mine.cycles
+            (insn,) = [i for i in profile.instructions if i.qualname == "big_multiply" and i.offset == multiply.offset]
+            assert insn.opname == "BINARY_OP" and insn.hits == 200 and insn.cycles > 0
         else:
-            blocks = [b for b in profile.blocks if b.qualname == "big_multiply"]
-            assert max(b.cycles for b in blocks) > 0.8 * mine.cycles
+            (block,) = [b for b in profile.blocks if b.qualname == "big_multiply"
+                        and b.start_offset <= multiply.offset <= b.end_offset]
+            assert block.hits == 200 and block.cycles > 0
+        assert mine.calls == 1 and mine.cycles > 0
 
 
 def test_calibration_is_reported_per_kind():
