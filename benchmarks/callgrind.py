@@ -14,7 +14,9 @@ units at threshold 0; the floor receives the same events):
                               - (Ir(untraced, more) - Ir(untraced, fewer))) / extra events
 
 and, for Ocular, the share of that in the engine by C function (self cost,
-from callgrind_annotate). Callgrind counts instructions, not cycles: a cache
+from callgrind_annotate). Recalibrations are off (OCULAR_BENCH_NO_REFRESH):
+they run on a wall-clock timer, so under valgrind their work would grow with
+the run. Callgrind counts instructions, not cycles: a cache
 miss costs nothing here, so this says which code path got shorter, and the
 benchmark's times say whether the run got faster.
 """
@@ -78,7 +80,8 @@ def main():
     if bad:
         raise SystemExit(f"threshold-0 Ocular configurations and floors only (same events as Ocular's count): {bad}")
     with tempfile.TemporaryDirectory() as directory:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([bench.build_empty_callback(directory), HERE]))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([bench.build_empty_callback(directory), HERE]),
+                   OCULAR_BENCH_NO_REFRESH="1")  # contenders.py: their work would grow with valgrind's slowness
         print("| workload | config | extra events | instructions / event | of which engine | "
               f"engine's top {TOP} functions (instructions / event) |")
         print("|---|---|---:|---:|---:|---|")

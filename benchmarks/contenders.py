@@ -40,6 +40,14 @@ def timed(run):
 def run_ocular(run, config, result):
     import ocular
 
+    if os.environ.get("OCULAR_BENCH_NO_REFRESH"):
+        # callgrind.py: recalibrations run on a wall-clock timer, and under
+        # valgrind a run lasts 50 times longer, so their work would grow with
+        # the run and read as a cost per event
+        from ocular import _calibration
+
+        _calibration.Calibrator.refreshes = False
+
     mode, threshold, *trace = config.split("-")[1:]
     with tempfile.TemporaryDirectory() as directory:
         output = os.path.join(directory, "trace.pftrace")
