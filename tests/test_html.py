@@ -15,6 +15,7 @@ import chromium
 import ocular
 import report_workload
 from conftest import traced
+from ocular import _testclock
 from ocular._profile import BlockStats, CallStats, FunctionStats, LineStats, Profile, ThreadStats
 from ocular.export import html as html_report
 
@@ -390,10 +391,19 @@ def test_chromium_opens_a_capped_large_profile(big, tmp_path):
     assert report["results"] == {"ready": "ready", "files": html_report.LIMITS["max_files"], "notes": 3}
 
 
-def test_chromium_screenshot_shows_the_heatmap(adaptive, tmp_path):
+def test_chromium_screenshot_shows_the_heatmap(tmp_path):
+    # On the test clock, so that the hottest line of the report is hot()'s
+    # loop, inside the screenshot: on the real clock a preemption can make a
+    # line below the fold the hottest, and nothing in view is full heat.
     browser = chromium.require()
+    rules = [(report_workload.hot.__code__, "edge", None, 50_000)]
+    with _testclock.on_test_clock(work={"edge": 10, "start": 10, "return": 10}, rules=rules):
+        profile, _ = traced(report_workload.run, threshold=0, mode="adaptive")
+    hottest_line = max(profile.lines, key=lambda line: line.cycles)
+    assert hottest_line.filename == WORKLOAD and hottest_line.lineno in range(
+        report_workload.hot.__code__.co_firstlineno, report_workload.leaf.__code__.co_firstlineno)
     page, png = tmp_path / "report.html", tmp_path / "report.png"
-    adaptive.to_html(page)
+    profile.to_html(page)
     assert chromium.screenshot(browser, page, png, tmp_path, width=900, height=600) == []
     width, height, rows = chromium.read_png(png)
     assert (width, height) == (900, 600)
