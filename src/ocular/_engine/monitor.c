@@ -9,9 +9,10 @@
  * live in codeinfo.c, tstate.c and calltree.c, and an internal failure only
  * stops recording (engine_fail).
  *
- * The steady state of the two most frequent events, an edge within a frame
- * (adaptive) and an instruction (precise), has a fast path here that only
- * checks, then commits; everything else takes the general path. */
+ * The steady state of the most frequent events, an edge within a frame
+ * (adaptive), an instruction (precise), a call and a return or yield, has a
+ * fast path here that only checks, then commits; everything else takes the
+ * general path. */
 #include <stddef.h>
 #include <string.h>
 #include "codeinfo.h"
@@ -19,6 +20,7 @@
 #include "frames.h"
 #include "monitor.h"
 #include "phase.h"
+#include "sampler.h"
 #include "tstate.h"
 
 #define LIKELY(x) __builtin_expect(!!(x), 1)
@@ -176,10 +178,10 @@ static inline PyObject *site_result(int site)
 
 /* PY_START, PY_RESUME: a frame begins or continues at `unit`; PY_THROW: a
  * generator is resumed by throw(), with no telling where it will continue. */
-static inline PyObject *on_push(PyObject *const *args, size_t nargsf, int local, int kind,
-                                int is_start)
+static NOINLINE PyObject *on_push(PyObject *const *args, size_t nargsf, int local, int kind,
+                                  int is_start, uint64_t now)
 {
-    PROLOGUE(2, kind);
+    PROLOGUE_AT(2, kind);
     int site = local ? count_site(ci->site_hits, unit, ci->limit) : SITE_RECORD;
     if (UNLIKELY(site == SITE_SKIP))
         return result_disable();
@@ -191,14 +193,63 @@ static inline PyObject *on_push(PyObject *const *args, size_t nargsf, int local,
     return site_result(site);
 }
 
-CALLBACK(on_py_start) { UNUSED_CALLBACK_ARGS; return on_push(args, nargsf, 1, EV_START, 1); }
-CALLBACK(on_py_resume) { UNUSED_CALLBACK_ARGS; return on_push(args, nargsf, 1, EV_RESUME, 0); }
-CALLBACK(on_py_throw) { UNUSED_CALLBACK_ARGS; return on_push(args, nargsf, 0, EV_RESUME, 0); }
+/* The steady state of a call (PY_START, PY_RESUME): the thread is in the
+ * recording stretch, a traced frame of the program calls a traced code object
+ * whose site is below the threshold, at a block start, without a frame lost
+ * in between, with the tables already large enough, the caller/callee edge
+ * the one of the callee's last call, and no trace. Like edge_fast it only
+ * checks, then commits what frame_push and segment_open would; anything else
+ * goes to on_push with the tick already read (nothing has been changed). */
+static inline PyObject *push_fast(PyObject *const *args, size_t nargsf, int kind, int is_start)
+{
+    uint64_t now = clock_tsc();
+    thread_data *td = tls_thread;
+    if (UNLIKELY(tls_stamp != engine.live_stamp || !td || PyVectorcall_NARGS(nargsf) < 2 || td->fresh ||
+                 td->trace || td->count == td->capacity))
+        return on_push(args, nargsf, 1, kind, is_start, now);
+    shadow_frame *caller = thread_top(td);
+    if (UNLIKELY(!caller || caller->own))
+        return on_push(args, nargsf, 1, kind, is_start, now);
+    codeinfo *ci = code_info(args[0]);
+    if (UNLIKELY(!ci || ci->state != CI_TRACED || ci->id >= td->calls.n_funcs ||
+                 ci->edge_thread != td || ci->edge_caller != caller->ci->id))
+        return on_push(args, nargsf, 1, kind, is_start, now);
+    int32_t unit = unit_of(args[1], ci);
+    if (UNLIKELY(unit < 0))
+        return on_push(args, nargsf, 1, kind, is_start, now);
+    uint64_t count = ci->site_hits[unit] + 1;
+    int32_t depth = python_depth();
+    if (UNLIKELY(count >= ci->limit || caller->py_depth >= depth ||
+                 (engine.mode == MODE_ADAPTIVE && !(ci->unit_flags[unit] & UNIT_LEADER))))
+        return on_push(args, nargsf, 1, kind, is_start, now);
+    int n_far = far_args(unit);
+    int64_t head = event_head(td, kind, n_far), tail = event_tail(td, kind, n_far);
+    ci->site_hits[unit] = count;
+    caller->seg = piece_value(caller, now, head);
+    td->removed += head + tail;
+    uint32_t edge = ci->edge_index;
+    shadow_frame *f = &td->frames[td->count++];
+    *f = (shadow_frame){.ci = ci, .code = ci->code, .py_depth = depth, .seg_start = unit, .edge = edge,
+                        .started = (uint8_t)is_start, .close_unit = -1};
+    piece_begin(f, now, tail);
+    func_stat *fs = &td->calls.funcs[ci->id];
+    edge_stat *es = &td->calls.edges[edge];
+    fs->active++;
+    es->active++;
+    fs->calls += (uint64_t)is_start;
+    es->calls += (uint64_t)is_start;
+    phase_tick(td, now, PROBE_PUSH);
+    return result_none();
+}
+
+CALLBACK(on_py_start) { UNUSED_CALLBACK_ARGS; return push_fast(args, nargsf, EV_START, 1); }
+CALLBACK(on_py_resume) { UNUSED_CALLBACK_ARGS; return push_fast(args, nargsf, EV_RESUME, 0); }
+CALLBACK(on_py_throw) { UNUSED_CALLBACK_ARGS; return on_push(args, nargsf, 0, EV_RESUME, 0, clock_tsc()); }
 
 /* PY_RETURN, PY_YIELD (local) and PY_UNWIND (global): the frame leaves. */
-static inline PyObject *on_pop(PyObject *const *args, size_t nargsf, int local, int kind)
+static NOINLINE PyObject *on_pop(PyObject *const *args, size_t nargsf, int local, int kind, uint64_t now)
 {
-    PROLOGUE(2, kind);
+    PROLOGUE_AT(2, kind);
     int site = local ? count_site(ci->site_hits, unit, ci->limit) : SITE_RECORD;
     if (UNLIKELY(site == SITE_SKIP))
         return result_disable();
@@ -219,9 +270,64 @@ static inline PyObject *on_pop(PyObject *const *args, size_t nargsf, int local, 
     return site_result(site);
 }
 
-CALLBACK(on_py_return) { UNUSED_CALLBACK_ARGS; return on_pop(args, nargsf, 1, EV_RETURN); }
-CALLBACK(on_py_yield) { UNUSED_CALLBACK_ARGS; return on_pop(args, nargsf, 1, EV_YIELD); }
-CALLBACK(on_py_unwind) { UNUSED_CALLBACK_ARGS; return on_pop(args, nargsf, 0, EV_UNWIND); }
+/* The steady state of a return or yield: the top frame, of plain program
+ * code at threshold 0 (where no frame leaves unseen), leaves from the block
+ * its segment began in (adaptive) or from the instruction it began at
+ * (precise), with no trace and an edge of its own. It checks, then commits
+ * what frame_pop, segment_close and frames_flush would; anything else goes to
+ * on_pop with the tick already read. */
+static inline PyObject *pop_fast(PyObject *const *args, size_t nargsf, int kind)
+{
+    uint64_t now = clock_tsc();
+    thread_data *td = tls_thread;
+    if (UNLIKELY(tls_stamp != engine.live_stamp || !td || PyVectorcall_NARGS(nargsf) < 2 || td->fresh ||
+                 td->trace))
+        return on_pop(args, nargsf, 1, kind, now);
+    shadow_frame *f = thread_top(td);
+    if (UNLIKELY(!f || f->code != args[0] || (f->tainted | f->raised | f->own | f->over_own) ||
+                 f->edge == NO_EDGE))
+        return on_pop(args, nargsf, 1, kind, now);
+    codeinfo *ci = f->ci;
+    int32_t start = f->seg_start, unit = unit_of(args[1], ci);
+    if (UNLIKELY((start | unit) < 0 || ci->limit != UINT64_MAX))
+        return on_pop(args, nargsf, 1, kind, now);
+    uint32_t block = ci->block_of[start];
+    if (UNLIKELY(engine.mode == MODE_PRECISE ? unit != start : block != ci->block_of[unit]))
+        return on_pop(args, nargsf, 1, kind, now);
+    int n_far = far_args(unit);
+    int64_t head = event_head(td, kind, n_far), tail = event_tail(td, kind, n_far);
+    int64_t ticks = piece_value(f, now, head);
+    ci->site_hits[unit]++;
+    td->removed += head + tail;
+    if (engine.mode == MODE_PRECISE)
+        ci->insn_cycles[start] += ticks;
+    else {
+        ci->blocks[block].hits++;
+        ci->blocks[block].cycles += ticks;
+    }
+    int64_t self = f->self + ticks, inclusive = self + f->child;
+    func_stat *fs = &td->calls.funcs[ci->id];
+    edge_stat *es = &td->calls.edges[f->edge];
+    fs->self += self;
+    if (UNLIKELY(fs->last_window != sampler_window_id)) {
+        fs->last_window = sampler_window_id;
+        fs->windows++;
+    }
+    if (--fs->active == 0)
+        fs->inclusive += inclusive;
+    es->self += self;
+    if (--es->active == 0)
+        es->inclusive += inclusive;
+    td->count--;
+    shadow_frame *caller = &td->frames[td->count - 1];
+    caller->child += inclusive;
+    piece_begin(caller, now, tail);
+    return result_none();
+}
+
+CALLBACK(on_py_return) { UNUSED_CALLBACK_ARGS; return pop_fast(args, nargsf, EV_RETURN); }
+CALLBACK(on_py_yield) { UNUSED_CALLBACK_ARGS; return pop_fast(args, nargsf, EV_YIELD); }
+CALLBACK(on_py_unwind) { UNUSED_CALLBACK_ARGS; return on_pop(args, nargsf, 0, EV_UNWIND, clock_tsc()); }
 
 /* ---- events inside a frame ---------------------------------------------- */
 
