@@ -160,7 +160,8 @@ def main():
     parser.add_argument("--no-stop", dest="stop", action="store_false", help="skip many_codes")
     parser.add_argument("--no-writer", dest="writer", action="store_false", help="skip the writer benchmark")
     parser.add_argument("--output", help="directory for benchmarks.{json,md,png} (default docs/; docs/full/ with --full, "
-                                             ".bench-quick/ with --quick)")
+                                             ".bench-quick/ with --quick, .bench-subset/ when --workloads, --configs, --repeat "
+                             "or --seconds is given)")
     options = parser.parse_args()
     size = options.size or "standard"
     quick = size == "quick"
@@ -170,7 +171,9 @@ def main():
     names = options.workloads.split(",") if options.workloads else default_names
     for name in names:
         workloads.probe_units(name)  # fails early on an unknown name
-    output = options.output or os.path.join(ROOT, default_output)
+    # A subset is a check, not the published figures: it never overwrites docs/.
+    subset = bool(options.workloads or options.configs or options.repeat or options.seconds)
+    output = options.output or os.path.join(ROOT, ".bench-subset" if subset and not quick else default_output)
     os.makedirs(output, exist_ok=True)
     raw_path = os.path.join(output, "benchmarks.json")
     began = time.monotonic()
