@@ -13,7 +13,7 @@ import statistics
 import sys
 
 # Ocular's own micro workloads (benchmarks/workloads.py); the rest come from pyperformance.
-OWN_WORKLOADS = ("mixed", "stdlib", "objects", "loops")
+OWN_WORKLOADS = ("mixed", "stdlib", "objects", "loops", "calls")
 
 LABELS = {
     "untraced": "untraced",

@@ -82,9 +82,34 @@ def loops(n=23_000_000):
     return total
 
 
-WORKLOADS = {"mixed": mixed, "stdlib": stdlib, "objects": objects, "loops": loops}
+def _leaf(x):
+    return x + 1
+
+
+def _middle(x):
+    return _leaf(x) + _leaf(x)
+
+
+def _numbers(n):
+    for i in range(n):
+        yield i
+
+
+def calls(n=2_000_000):
+    """The call path alone, for callgrind (./dev callgrind --workloads calls):
+    per iteration 3 calls and returns, a generator's resumption and yield, and
+    6 edges (14 events at adaptive threshold 0)."""
+    total = 0
+    for i in range(n):
+        total += _middle(i)
+    for value in _numbers(n):
+        total += value
+    return total
+
+
+WORKLOADS = {"mixed": mixed, "stdlib": stdlib, "objects": objects, "loops": loops, "calls": calls}
 # Units of a short probe run (run.py scales each workload from it).
-MICRO_PROBES = {"mixed": 6, "stdlib": 20, "objects": 270_000, "loops": 2_300_000}
+MICRO_PROBES = {"mixed": 6, "stdlib": 20, "objects": 270_000, "loops": 2_300_000, "calls": 200_000}
 
 MANY_CODES = 10_000
 
