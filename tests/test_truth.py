@@ -9,7 +9,7 @@ import pytest
 import ocular
 import workloads
 from conftest import functions_of, traced
-from ocular import _engine
+from ocular import _calibration, _engine
 
 WORKLOADS = workloads.__file__
 
@@ -127,6 +127,15 @@ def test_a_loop_of_one_expensive_instruction_charges_it_every_iteration():
                         and b.start_offset <= multiply.offset <= b.end_offset]
             assert block.hits == 200 and block.cycles > 0
         assert mine.calls == 1 and mine.cycles > 0
+
+
+def test_the_engine_and_the_python_layer_agree_on_the_event_kinds_order():
+    # per-kind costs cross to the engine as lists by position (set_corrections)
+    assert _engine.EVENT_KIND_NAMES == _calibration.KINDS
+    _calibration.check_kind_order(_engine.EVENT_KIND_NAMES)
+    swapped = ("instruction", "edge") + _calibration.KINDS[2:]
+    with pytest.raises(ImportError, match="different builds"):
+        _calibration.check_kind_order(swapped)
 
 
 def test_calibration_is_reported_per_kind():

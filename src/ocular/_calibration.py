@@ -24,8 +24,20 @@ from dataclasses import dataclass, field
 
 from . import _engine
 
-# engine.h's event kinds, in order.
+# engine.h's event kinds, in its order: per-kind lists cross to the engine by
+# position, so the order is checked against the engine's own at import.
 KINDS = ("edge", "instruction", "start", "return", "resume", "yield", "raise", "handled", "unwind")
+
+
+def check_kind_order(engine_names, names=KINDS):
+    """Raise ImportError unless the engine names the event kinds in `names`' order."""
+    if tuple(engine_names) != tuple(names):
+        raise ImportError(f"ocular._engine's event kinds {tuple(engine_names)} are not in the order of "
+                          f"ocular._calibration.KINDS {tuple(names)}: the engine and the package come "
+                          "from different builds; reinstall Ocular")
+
+
+check_kind_order(_engine.EVENT_KIND_NAMES)
 FAR_OFFSET = _engine.FAR_OFFSET  # offsets past this are passed to callbacks as new ints
 
 REFRESH_MS = 20.0
@@ -406,7 +418,7 @@ class Calibrator:
                 self.install(scale)
 
     def result(self, duration_ms):
-        path = 2 if self.mode == "precise" else 0  # phase.h: PROBE_INSN, PROBE_EDGE
+        path = _engine.PROBE_INSN if self.mode == "precise" else _engine.PROBE_EDGE
         return Calibration(costs=dict(self.costs), far=self.far, principal=self.principal,
                            scales=tuple(self.scales), duration_ms=duration_ms,
                            untraced=dict(self.untraced),

@@ -35,6 +35,11 @@ enum {
     EV_KINDS
 };
 
+/* Their names, in the enum's order: the module exports them as
+ * EVENT_KIND_NAMES and the Python layer checks its own order against them
+ * at import (_calibration.py). */
+#define EV_KIND_NAMES {"edge", "instruction", "start", "return", "resume", "yield", "raise", "handled", "unwind"}
+
 /* What an event costs the thread's timeline, split between the interval that
  * ends at the event (head: CPython's dispatch up to Ocular's clock read) and
  * the one that begins there (tail: the rest of the callback and CPython's

@@ -12,6 +12,7 @@
 #include "retired.h"
 #include "engine.h"
 #include "monitor.h"
+#include "phase.h"
 #include "sampler.h"
 #include "stacks.h"
 #include "testclock.h"
@@ -469,8 +470,24 @@ PyMODINIT_FUNC PyInit__engine(void)
         PyModule_AddStringConstant(module, "CLOCK_SOURCE", OCULAR_CLOCK_SOURCE) < 0 ||
         PyModule_AddIntConstant(module, "TRACE_MAX_FRAMES", TRACE_MAX_FRAMES) < 0 ||
         PyModule_AddIntConstant(module, "WINDOW_TRACK_TID", SAMPLER_WINDOW_TID) < 0 ||
-        PyModule_AddIntConstant(module, "EVENT_KINDS", EV_KINDS) < 0 ||
-        PyModule_AddIntConstant(module, "FAR_OFFSET", FAR_UNIT * 2) < 0) {
+        PyModule_AddIntConstant(module, "FAR_OFFSET", FAR_UNIT * 2) < 0 ||
+        PyModule_AddIntConstant(module, "PROBE_EDGE", PROBE_EDGE) < 0 ||
+        PyModule_AddIntConstant(module, "PROBE_INSN", PROBE_INSN) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    static const char *const kind_names[] = EV_KIND_NAMES;
+    _Static_assert(sizeof(kind_names) / sizeof(kind_names[0]) == EV_KINDS, "a name per event kind");
+    PyObject *names = PyTuple_New(EV_KINDS);
+    for (int kind = 0; names && kind < EV_KINDS; kind++) {
+        PyObject *name = PyUnicode_FromString(kind_names[kind]);
+        if (!name)
+            Py_CLEAR(names);
+        else
+            PyTuple_SET_ITEM(names, kind, name);
+    }
+    if (!names || PyModule_AddObject(module, "EVENT_KIND_NAMES", names) < 0) {
+        Py_XDECREF(names);
         Py_DECREF(module);
         return NULL;
     }
