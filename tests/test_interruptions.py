@@ -498,7 +498,14 @@ def test_asyncio_with_thousands_of_tasks_under_sampling_windows():
     profile, result, _ = run_traced(lambda: asyncio.run(main()), 500, sample_interval_ms=5)
     assert result == 4 * sum(range(tasks))
     assert profile.sampling.windows > 0 and not profile.sampling.whole
-    # Not asserted: the estimate of leaf's calls. Measured +4 % to +67 % of
-    # the 20 000 here, at times past the 1/sqrt(windows) the profile claims
-    # (a known gap, in the README's limitations).
-    assert calls_of(profile, "leaf") > 0
+    # Not asserted: the estimate of leaf's calls, a real-clock figure (+4 % to
+    # +67 % of the 20 000 measured here, at times past the 1/sqrt(windows)
+    # the profile claims: a known gap, in the README's limitations). Nor that
+    # a window caught leaf at all: under load (./dev test --under-load, the
+    # clock thread starved) once none did. What holds whatever the windows
+    # caught: no estimate below what was recorded (the scale is at least 1),
+    # and nothing recorded beyond what ran.
+    leaf_records = [f for f in profile.functions if f.qualname == "leaf" and f.filename == __file__]
+    assert profile.sampling.scale >= 1
+    assert all(f.sampled_calls <= f.calls for f in leaf_records)
+    assert sum(f.sampled_calls for f in leaf_records) <= 4 * tasks
