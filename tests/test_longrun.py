@@ -220,7 +220,13 @@ def test_a_sampled_estimate_does_not_scale_what_dead_code_did_in_the_warm_up():
     functions' self time instead of far beyond it."""
     _, _, (_, profile) = compile_loop(traced=True, threshold=500)
     assert profile.sampling and profile.sampling.windows > 0
-    assert abs(profile.unattributed_cycles) < 0.05 * profile.total_cycles, profile.report(5)
+    # Scaled with their warm-up part, the dead code's blocks came out far
+    # beyond their functions: unattributed time strongly negative. Each record
+    # is rounded once, so blocks may pass their functions by half a tick each,
+    # no more. How much stays unattributed (time of C work in a window, times
+    # the scale) depends on how many windows the clock thread got: under load
+    # once 2 in 1.5 s, each counted x871, 36 % unattributed. Not asserted.
+    assert profile.unattributed_cycles >= -len(profile.blocks), profile.report(5)
 
 
 def compile_loop(traced, functions=20_000, threshold=500):
