@@ -96,23 +96,28 @@ class Recorder(Listener):
 
         return callback
 
+    def bounds(self):
+        """(index after start_tracing's return, index of stop_tracing's start)."""
+        start = max(i for i, (code, kind, _) in enumerate(self.seen)
+                    if code is ocular.start_tracing.__code__ and kind == "return")
+        stop = min(i for i, (code, kind, _) in enumerate(self.seen)
+                   if code is ocular.stop_tracing.__code__ and kind == "start")
+        return start + 1, stop
+
+    def programs(self, first, last):
+        """The events seen[first:last] less those of Ocular's own code."""
+        return [e for e in self.seen[first:last] if not e[0].co_filename.startswith(OCULAR_DIR)]
+
     def traced_window(self):
         """The events Ocular recorded: from start_tracing's return to
         stop_tracing's start, less those of Ocular's own code."""
-        start = max(i for i, (code, kind, _) in enumerate(self.seen)
-                    if code is ocular.start_tracing.__code__ and kind == "return")
-        stop = min(i for i, (code, kind, _) in enumerate(self.seen)
-                   if code is ocular.stop_tracing.__code__ and kind == "start")
-        return [e for e in self.seen[start + 1:stop] if not e[0].co_filename.startswith(OCULAR_DIR)]
+        return self.programs(*self.bounds())
 
     def threads_window(self):
         """traced_window's events by native thread id."""
-        start = max(i for i, (code, kind, _) in enumerate(self.seen)
-                    if code is ocular.start_tracing.__code__ and kind == "return")
-        stop = min(i for i, (code, kind, _) in enumerate(self.seen)
-                   if code is ocular.stop_tracing.__code__ and kind == "start")
+        first, last = self.bounds()
         by_thread = {}
-        for event, thread in zip(self.seen[start + 1:stop], self.thread_ids[start + 1:stop]):
+        for event, thread in zip(self.seen[first:last], self.thread_ids[first:last]):
             if not event[0].co_filename.startswith(OCULAR_DIR):
                 by_thread.setdefault(thread, []).append(event)
         return by_thread
@@ -357,11 +362,8 @@ def test_sampled_estimates_are_the_warmup_plus_the_windows_scaled_by_the_untrace
             opened.append(_testclock.switch_window())
         profile = ocular.stop_tracing()
     assert opened == [False, True, False, True, False]
-    mine = lambda events: [e for e in events if not e[0].co_filename.startswith(OCULAR_DIR)]  # noqa: E731
-    start = max(i for i, (code, kind, _) in enumerate(recorder.seen)
-                if code is ocular.start_tracing.__code__ and kind == "return")
-    warmup = mine(recorder.seen[start + 1:marks[0]])
-    windows = [mine(recorder.seen[marks[1]:marks[2]]), mine(recorder.seen[marks[3]:marks[4]])]
+    warmup = recorder.programs(recorder.bounds()[0], marks[0])
+    windows = [recorder.programs(marks[1], marks[2]), recorder.programs(marks[3], marks[4])]
     work_in_windows = sum(work_of(rules, *event) for window in windows for event in window)
     scale = (2 * gap + work_in_windows) / work_in_windows
     assert profile.sampling.windows == 2 and not profile.sampling.whole

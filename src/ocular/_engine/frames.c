@@ -19,7 +19,6 @@
 #include <string.h>
 #include "calibrate.h"
 #include "frames.h"
-#include "sampler.h"
 
 /* ---- trace records ------------------------------------------------------ */
 
@@ -223,10 +222,7 @@ void frames_flush(thread_data *td, shadow_frame *f)
     if (f->ci) {
         func_stat *fs = &td->calls.funcs[f->ci->id];
         fs->self += f->self;
-        if (fs->last_window != sampler_window_id) {
-            fs->last_window = sampler_window_id;
-            fs->windows++;
-        }
+        func_seen_in_window(fs);
         if (--fs->active == 0)
             fs->inclusive += inclusive;
         if (f->edge != NO_EDGE) {

@@ -9,9 +9,20 @@
 
 #include "codeinfo.h"
 #include "engine.h"
+#include "sampler.h"
 #include "tstate.h"
 
 static inline int far_args(int32_t unit) { return unit > FAR_UNIT; }
+
+/* An activation of fs's function ended in the window now open: count the
+ * window once. */
+static inline void func_seen_in_window(func_stat *fs)
+{
+    if (__builtin_expect(fs->last_window != sampler_window_id, 0)) {
+        fs->last_window = sampler_window_id;
+        fs->windows++;
+    }
+}
 
 /* What an event of `kind` costs before and after the callback's clock read,
  * at the thread's current phase (phase.h). */

@@ -20,7 +20,6 @@
 #include "frames.h"
 #include "monitor.h"
 #include "phase.h"
-#include "sampler.h"
 #include "tstate.h"
 
 #define LIKELY(x) __builtin_expect(!!(x), 1)
@@ -309,10 +308,7 @@ static inline PyObject *pop_fast(PyObject *const *args, size_t nargsf, int kind)
     func_stat *fs = &td->calls.funcs[ci->id];
     edge_stat *es = &td->calls.edges[f->edge];
     fs->self += self;
-    if (UNLIKELY(fs->last_window != sampler_window_id)) {
-        fs->last_window = sampler_window_id;
-        fs->windows++;
-    }
+    func_seen_in_window(fs);
     if (--fs->active == 0)
         fs->inclusive += inclusive;
     es->self += self;
